@@ -1,0 +1,25 @@
+# The README's commands. `make serve` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RECEIVER_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+export RECEIVER_TEST_DATABASE_URL
+
+.PHONY: serve test install clean
+
+$(BIN)/vod-receiver: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[postgres,test]"
+	touch $@
+
+install: $(BIN)/vod-receiver
+
+serve: install
+	$(BIN)/vod-receiver serve
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

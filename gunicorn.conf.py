@@ -1,0 +1,1 @@
+from receiver.gunicorn_conf import *  # noqa: F401,F403

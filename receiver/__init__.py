@@ -1,0 +1,34 @@
+"""vod-receiver: receive, validate and durably store Tencent Cloud VOD event notifications."""
+import os
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import config as _config
+
+
+def create_app(config=None):
+    """Create the receiver app; `config` overrides settings read from the environment."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(_config.from_env())
+    app.config.update(config or {})
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config["RECEIVER_DATABASE_URL"] = (
+        app.config["RECEIVER_DATABASE_URL"]
+        or f"sqlite:///{os.path.join(app.instance_path, 'receiver.db')}"
+    )
+    app.config["RECEIVER_SPOOL_DIR"] = app.config["RECEIVER_SPOOL_DIR"] or os.path.join(
+        app.instance_path, "spool"
+    )
+    if app.config["RECEIVER_TRUSTED_PROXIES"] > 0:
+        # Trust exactly that many X-Forwarded-For hops, counted from the right: the leftmost
+        # entry is whatever the client chose to send.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["RECEIVER_TRUSTED_PROXIES"])
+
+    from . import callbacks, cli, db, errors
+
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(callbacks.bp)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,120 @@
+"""Typed SQLAlchemy models: stored events and recorded rejections."""
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# BIGINT keys on PostgreSQL; SQLite only auto-increments a plain INTEGER primary key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given for a UTC column")
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class DeliveryColumns:
+    """What arrived over the wire, kept exactly, for both events and rejections."""
+
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(16))  # push, pull or replay
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    body_size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[Optional[str]] = mapped_column(Text)
+    remote_addr: Mapped[Optional[str]] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Event(DeliveryColumns, Base):
+    """One VOD event, stored once however often it was delivered."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+    format: Mapped[str] = mapped_column(String(8))  # v3 or v2
+    event_type: Mapped[str] = mapped_column(String(128))
+    data_key: Mapped[Optional[str]] = mapped_column(String(128))
+    event_handle: Mapped[Optional[str]] = mapped_column(String(256))
+    task_id: Mapped[Optional[str]] = mapped_column(String(256), index=True)
+    status: Mapped[Optional[str]] = mapped_column(String(64))
+    file_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    file_ids: Mapped[Optional[list[str]]] = mapped_column(JSON)
+    # NewFileUpload fields, from either format.
+    media_url: Mapped[Optional[str]] = mapped_column(Text)
+    source_type: Mapped[Optional[str]] = mapped_column(String(64))
+    source_context: Mapped[Optional[str]] = mapped_column(String(1000), index=True)
+    procedure_task_id: Mapped[Optional[str]] = mapped_column(String(256), index=True)
+    review_audio_video_task_id: Mapped[Optional[str]] = mapped_column(String(256))
+    media_name: Mapped[Optional[str]] = mapped_column(Text)
+    media_type: Mapped[Optional[str]] = mapped_column(String(64))
+    storage_region: Mapped[Optional[str]] = mapped_column(String(64))
+    class_id: Mapped[Optional[int]] = mapped_column(BigInteger)
+    media_created_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    duration: Mapped[Optional[float]]
+    width: Mapped[Optional[int]]
+    height: Mapped[Optional[int]]
+    delivery_count: Mapped[int] = mapped_column(Integer, default=1)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index(None, "event_type", "received_at", "id"),
+        Index(None, "received_at", "id"),
+    )
+
+
+class Rejection(DeliveryColumns, Base):
+    """A request that was refused, with the reason and the bytes it carried."""
+
+    __tablename__ = "rejections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    # True when the body was larger than the limit and only its first bytes were kept.
+    body_truncated: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (
+        Index(None, "reason", "received_at", "id"),
+        Index(None, "received_at", "id"),
+    )
+
+
+def utcnow():
+    return datetime.now(timezone.utc)

@@ -1,0 +1,134 @@
+"""Store one delivery: as an event (new or duplicate) or as a rejection. The caller commits."""
+import base64
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from sqlalchemy import case
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import events
+from .events import ParsedEvent, Refusal
+from .models import Event, Rejection, utcnow
+
+
+@dataclass
+class Delivery:
+    """What arrived: the exact bytes and where they came from."""
+
+    body: bytes
+    received_at: datetime = field(default_factory=utcnow)
+    channel: str = "push"
+    content_type: str | None = None
+    remote_addr: str | None = None
+    headers: dict = field(default_factory=dict)
+    method: str = "POST"
+    path: str = "/callbacks/vod"
+    body_truncated: bool = False
+
+    def to_dict(self):
+        data = asdict(self)
+        data["body"] = base64.b64encode(self.body).decode()
+        data["received_at"] = self.received_at.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        data["body"] = base64.b64decode(data["body"])
+        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        return cls(**data)
+
+
+@dataclass
+class Outcome:
+    """What became of a delivery."""
+
+    kind: str  # stored, duplicate or rejected
+    id: int
+
+
+def judge(delivery: Delivery, refusal: Refusal | None = None) -> ParsedEvent | Refusal:
+    """The verdict on a delivery: its parsed event, or why it is refused."""
+    if refusal is not None:
+        return refusal
+    try:
+        return events.parse(delivery.body)
+    except Refusal as exc:
+        return exc
+
+
+def record(session, delivery: Delivery, verdict: ParsedEvent | Refusal) -> Outcome:
+    """Add `delivery` to `session` as an event (new or duplicate) or as a rejection."""
+    if isinstance(verdict, Refusal):
+        return Outcome("rejected", reject(session, delivery, verdict))
+    event_id, delivery_count = _upsert_event(session, delivery, verdict)
+    return Outcome("stored" if delivery_count == 1 else "duplicate", event_id)
+
+
+def reject(session, delivery: Delivery, refusal: Refusal) -> int:
+    """Record a refused delivery with its reason and bytes; returns the rejection's id."""
+    rejection = Rejection(
+        **_delivery_columns(delivery),
+        reason=refusal.reason,
+        status_code=refusal.status,
+        message=refusal.message,
+        details=refusal.details,
+        method=delivery.method,
+        path=delivery.path,
+        body_truncated=delivery.body_truncated,
+    )
+    session.add(rejection)
+    session.flush()
+    return rejection.id
+
+
+def _upsert_event(session, delivery, parsed):
+    # One statement decides new-or-duplicate atomically: concurrent deliveries of the same
+    # event (gunicorn workers, several instances on PostgreSQL) meet at the unique dedup_key
+    # and the loser becomes a counted duplicate instead of an IntegrityError and a 500.
+    values = {
+        **_delivery_columns(delivery),
+        **parsed.fields,
+        "dedup_key": parsed.dedup_key,
+        "format": parsed.format,
+        "event_type": parsed.event_type,
+        "data_key": parsed.data_key,
+        "delivery_count": 1,
+        "last_seen_at": delivery.received_at,
+    }
+    insert = _dialect_insert(session)(Event).values(**values)
+    statement = insert.on_conflict_do_update(
+        index_elements=[Event.dedup_key],
+        set_={
+            "delivery_count": Event.delivery_count + 1,
+            # A drained spool file can be older than a delivery already stored.
+            "last_seen_at": case(
+                (Event.last_seen_at < insert.excluded.last_seen_at, insert.excluded.last_seen_at),
+                else_=Event.last_seen_at,
+            ),
+        },
+    ).returning(Event.id, Event.delivery_count)
+    return session.execute(statement).one()
+
+
+def _dialect_insert(session):
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise RuntimeError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
+
+
+def _delivery_columns(delivery):
+    return {
+        "received_at": delivery.received_at,
+        "channel": delivery.channel,
+        "body": delivery.body,
+        "body_sha256": hashlib.sha256(delivery.body).hexdigest(),
+        "body_size": len(delivery.body),
+        "content_type": delivery.content_type,
+        "remote_addr": delivery.remote_addr,
+        "headers": delivery.headers,
+    }
