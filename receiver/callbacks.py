@@ -22,9 +22,9 @@ _drainer_lock = threading.Lock()
 def receive():
     """Receive one VOD callback (v3 or legacy v2) and store it before answering."""
     delivery, refusal = read_delivery()
-    outcome = record(delivery, refusal)
-    if isinstance(outcome, Refusal):
-        raise outcome
+    verdict, _outcome = record(delivery, refusal)
+    if isinstance(verdict, Refusal):
+        raise verdict
     # VOD ignores the answer (vod-spec §4); {} is what its docs show.
     return {}
 
@@ -53,21 +53,23 @@ def read_delivery(channel="push"):
 
 
 def record(delivery, refusal=None):
-    """Store the delivery, or spool it when the database fails; returns the verdict.
+    """Store the delivery, or spool it when the database fails.
 
-    The verdict is the ParsedEvent stored, or the Refusal to answer with.
+    Returns (verdict, outcome): the ParsedEvent stored or the Refusal to answer with, and
+    what became of the delivery: stored, duplicate, rejected or spooled.
     """
     verdict = store.judge(delivery, refusal)
     session = get_session()
     try:
-        store.record(session, delivery, verdict)
+        outcome = store.record(session, delivery, verdict).kind
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
         path = spool.write(current_app.config["RECEIVER_SPOOL_DIR"], delivery,
                            verdict if isinstance(verdict, Refusal) else None)
         log.warning("database write failed (%s); delivery spooled to %s", exc, path.name)
-    return verdict
+        outcome = "spooled"
+    return verdict, outcome
 
 
 def redact_headers(headers):
