@@ -1,0 +1,204 @@
+"""Pure parsing: formats, every event type's data key, doc quirks, dedup keys, refusals."""
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from factories import callback_samples, new_file_upload, sample
+from receiver import events
+from receiver.events import Refusal
+
+
+@pytest.mark.parametrize("name, body", callback_samples(), ids=[n for n, _ in callback_samples()])
+def test_every_sample_callback_parses(name, body):
+    parsed = events.parse(body)
+    document = json.loads(body)
+    if parsed.format == "v3":
+        assert parsed.event_type == document.get("EventType", parsed.event_type)
+        assert isinstance(document[parsed.data_key], dict)
+    else:
+        assert parsed.event_type == document["eventType"]
+    assert len(parsed.dedup_key) == 64
+
+
+def test_v3_new_file_upload_fields():
+    parsed = events.parse(sample("v3-push-newfileupload.json"))
+    assert (parsed.format, parsed.event_type, parsed.data_key) == ("v3", "NewFileUpload", "FileUploadEvent")
+    assert parsed.fields == {
+        "event_handle": None,
+        "task_id": None,
+        "status": None,
+        "file_id": "5285890784273533167",
+        "file_ids": None,
+        "media_url": "http://125676836723.vod2.myqcloud.com/xxx/xxx/q1BORBPQH1IA.mp4",
+        "source_type": "Upload",
+        "source_context": "",
+        "procedure_task_id": "",
+        "review_audio_video_task_id": "",
+        "media_name": "Animal World",
+        "media_type": "mp4",
+        "storage_region": "ap-chongqing",
+        "class_id": 0,
+        "media_created_at": datetime(2019, 1, 9, 16, 36, 22, tzinfo=timezone.utc),
+        "size": None,
+        "duration": None,
+        "width": None,
+        "height": None,
+    }
+
+
+def test_v2_new_file_upload_fields():
+    parsed = events.parse(sample("v2-newfileupload.json"))
+    assert (parsed.format, parsed.event_type, parsed.data_key) == ("v2", "NewFileUpload", "data")
+    assert parsed.fields["file_id"] == "5285890784273533167"
+    assert parsed.fields["media_url"] == "http://125676836723.vod2.myqcloud.com/xxx/xxx/f0.flv"
+    assert parsed.fields["source_type"] == "Record"
+    assert parsed.fields["source_context"] == "rtmp://54xx.livepush.myqcloud.com/live?bizid=54xx&record=mp4&xx"
+    assert parsed.fields["procedure_task_id"] == "125676836723-mango-fa2fdf6a0f850d673be119cf51a7603a"
+    assert parsed.fields["media_name"] == "Animal World"
+
+
+def test_v2_metadata_from_top_level_or_metadata_object():
+    archived = events.parse(sample("v2-newfileupload-with-metadata-archived.json")).fields
+    assert (archived["size"], archived["duration"], archived["width"], archived["height"]) == (38394819, 21, 1280, 720)
+    assert archived["status"] == "0"
+    body = {"version": "4.0", "eventType": "NewFileUpload",
+            "data": {"fileId": "1", "metaData": {"size": 5, "duration": 1.5, "width": 4, "height": 3}}}
+    nested = events.parse(json.dumps(body).encode()).fields
+    assert (nested["size"], nested["duration"], nested["width"], nested["height"]) == (5, 1.5, 4, 3)
+
+
+def test_v3_metadata_is_parsed_when_present():
+    document = json.loads(new_file_upload())
+    document["FileUploadEvent"]["MetaData"] = {"Size": 7700180, "Duration": 60.5, "Width": 640, "Height": 480}
+    fields = events.parse(json.dumps(document).encode()).fields
+    assert (fields["size"], fields["duration"], fields["width"], fields["height"]) == (7700180, 60.5, 640, 480)
+
+
+def test_file_id_sent_as_a_json_number_keeps_every_digit():
+    body = b'{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":5285890784273533167}}'
+    assert events.parse(body).fields["file_id"] == "5285890784273533167"
+
+
+def test_wechat_publish_doc_spelling_is_accepted():
+    body = {"EventType": "WechatPublishComplete", "WechatPublishComplete": {"TaskId": "t-1", "Status": "FINISH"}}
+    parsed = events.parse(json.dumps(body).encode())
+    assert (parsed.data_key, parsed.fields["task_id"]) == ("WechatPublishComplete", "t-1")
+
+
+def test_2017_compat_body_listing_other_keys_as_null():
+    parsed = events.parse(sample("v3-push-transcodecomplete-2017compat.json"))
+    assert (parsed.event_type, parsed.data_key) == ("TranscodeComplete", "TranscodeCompleteEvent")
+    assert parsed.fields["file_id"] == "24961954183923290"
+
+
+def test_missing_event_type_is_taken_from_the_data_key():
+    body = {"EventHandle": "h", "ComposeMediaCompleteEvent": {"TaskId": "c-1", "Status": "FINISH"}}
+    parsed = events.parse(json.dumps(body).encode())
+    assert (parsed.event_type, parsed.fields["event_handle"]) == ("ComposeMediaComplete", "h")
+
+
+def test_unknown_event_type_is_stored_generically():
+    body = {"EventType": "SomethingNewComplete", "SomethingNewCompleteEvent": {"TaskId": "n-1"}}
+    parsed = events.parse(json.dumps(body).encode())
+    assert (parsed.event_type, parsed.data_key, parsed.fields["task_id"]) == (
+        "SomethingNewComplete", "SomethingNewCompleteEvent", "n-1")
+
+
+def test_file_deleted_lists_its_files():
+    fields = events.parse(sample("v3-push-filedeleted.json")).fields
+    assert fields["file_ids"] == ["24961954183381008", "24961954183381009", "24961954183381010"]
+    v2 = events.parse(sample("v2-filedeleted.json")).fields
+    assert (v2["file_ids"], v2["file_id"]) == (["24961954183381008"], "24961954183381008")
+
+
+def _key(document):
+    return events.parse(json.dumps(document).encode()).dedup_key
+
+
+def test_new_file_upload_dedups_on_file_id_within_a_format():
+    assert events.parse(new_file_upload("1", source_context="a")).dedup_key == \
+        events.parse(new_file_upload("1", source_context="b")).dedup_key
+    assert events.parse(new_file_upload("1")).dedup_key != events.parse(new_file_upload("2")).dedup_key
+    v2 = {"version": "4.0", "eventType": "NewFileUpload", "data": {"fileId": "1"}}
+    assert _key(v2) != events.parse(new_file_upload("1")).dedup_key
+
+
+def test_pulled_event_dedups_with_its_push():
+    push = json.loads(sample("v3-push-filedeleted.json"))
+    assert _key({**push, "EventHandle": "handle-1"}) == _key(push)
+
+
+def test_procedure_state_changes_differ_by_status_and_body():
+    document = json.loads(sample("v3-push-procedurestatechanged.json"))
+    finished = _key(document)
+    document["ProcedureStateChangeEvent"]["Status"] = "PROCESSING"
+    assert _key(document) != finished
+    document["ProcedureStateChangeEvent"]["Status"] = "FINISH"
+    document["ProcedureStateChangeEvent"]["Message"] = "changed"
+    assert _key(document) != finished
+
+
+def test_file_deleted_dedups_on_the_sorted_file_set():
+    a = {"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ["2", "1"]}}
+    b = {"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ["1", "2"]}}
+    assert _key(a) == _key(b)
+
+
+def test_other_events_dedup_on_task_id_else_body():
+    a = {"EventType": "EditMediaComplete", "EditMediaCompleteEvent": {"TaskId": "t", "Status": "FINISH"}}
+    b = {"EventType": "EditMediaComplete", "EditMediaCompleteEvent": {"TaskId": "t", "Status": "FINISH", "X": 1}}
+    assert _key(a) == _key(b)
+    c = {"EventType": "RestoreMediaComplete", "RestoreMediaCompleteEvent": {"FileId": "1", "Status": 0}}
+    d = {"EventType": "RestoreMediaComplete", "RestoreMediaCompleteEvent": {"FileId": "1", "Status": 1}}
+    assert _key(c) != _key(d)
+
+
+BAD_BODIES = [
+    (b"", "invalid_json"),
+    (b"   ", "invalid_json"),
+    (b"not json", "invalid_json"),
+    (b'{"EventType": "NewFileUpload"', "invalid_json"),
+    (b"\xff\xfe{}", "invalid_json"),
+    (b'{"a": NaN}', "invalid_json"),
+    (b'{"a": 1e999}', "invalid_json"),
+    (b"[" * 100000 + b"]" * 100000, "invalid_json"),
+    (b"[]", "not_an_object"),
+    (b'"NewFileUpload"', "not_an_object"),
+    (b"{}", "unknown_format"),
+    (b'{"hello": "world"}', "unknown_format"),
+    (b'{"EventType": "NewFileUpload"}', "invalid_event"),
+    (b'{"EventType": 5, "FileUploadEvent": {"FileId": "1"}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": []}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": 1.5}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": true}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "a\\u0000b"}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "\\ud800"}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "1", "MetaData": {"Width": -1}}}', "invalid_event"),
+    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "1", "MediaBasicInfo": {"CreateTime": "yesterday"}}}', "invalid_event"),
+    (b'{"Unknown": {"a": 1}, "Other": {"b": 2}, "EventType": "X"}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": "NewFileUpload"}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": "NewFileUpload", "data": {}}', "invalid_event"),
+    (b'{"version": "9", "eventType": "NewFileUpload", "data": {"fileId": "1"}}', "invalid_event"),
+]
+
+
+@pytest.mark.parametrize("body, reason", BAD_BODIES, ids=[r + ":" + b[:30].decode("latin-1") for b, r in BAD_BODIES])
+def test_bad_bodies_are_refused_with_a_reason(body, reason):
+    with pytest.raises(Refusal) as caught:
+        events.parse(body)
+    assert caught.value.reason == reason
+    assert caught.value.message
+    assert 400 <= caught.value.status < 500
+
+
+def test_schema_refusal_names_the_field():
+    with pytest.raises(Refusal) as caught:
+        events.parse(b'{"EventType": "NewFileUpload", "FileUploadEvent": {"ProcedureTaskId": ""}}')
+    assert "FileId" in caught.value.message
+    assert caught.value.details == {"FileUploadEvent": {"FileId": ["Missing data for required field."]}}
+
+
+def test_utf8_bom_is_tolerated():
+    assert events.parse(b"\xef\xbb\xbf" + sample("v3-push-newfileupload.json")).event_type == "NewFileUpload"
