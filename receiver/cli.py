@@ -107,3 +107,7 @@ def init_app(app):
     """Add the receiver's commands to the app's CLI."""
     for command in (db_group, spool_group, serve):
         app.cli.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

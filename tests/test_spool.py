@@ -1,0 +1,148 @@
+"""Nothing acknowledged is lost: with the database unavailable, deliveries are spooled and
+drained into it once it is back, each stored once."""
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from factories import new_file_upload, sample
+from netproxy import Proxy
+from receiver import create_app, db, spool
+from receiver.models import Event, Rejection
+
+URL = "/callbacks/vod"
+
+
+class Outage:
+    """Takes the test database away and gives it back: a held write lock on SQLite, a cut
+    network path on PostgreSQL."""
+
+    def __init__(self, database_url):
+        self.url = make_url(database_url)
+        self.proxy = None
+        self.lock = None
+        if self.url.get_backend_name() == "postgresql":
+            self.proxy = Proxy((self.url.host or "127.0.0.1", self.url.port or 5432)).start()
+
+    @property
+    def app_url(self):
+        if self.proxy:
+            return self.url.set(host="127.0.0.1", port=self.proxy.port).render_as_string(hide_password=False)
+        return self.url.render_as_string(hide_password=False)
+
+    def begin(self):
+        if self.proxy:
+            self.proxy.cut()
+        else:
+            self.lock = sqlite3.connect(self.url.database, isolation_level=None)
+            self.lock.execute("BEGIN EXCLUSIVE")
+
+    def end(self):
+        if self.proxy:
+            self.proxy.start()
+        else:
+            self.lock.rollback()
+            self.lock.close()
+
+
+@pytest.fixture
+def outage(app, database_url):
+    return Outage(database_url)
+
+
+@pytest.fixture
+def outage_app(app, outage, tmp_path):
+    """The receiver reaching its database through `outage`, with a short database timeout."""
+    app = create_app({"RECEIVER_DATABASE_URL": outage.app_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
+                      "RECEIVER_SPOOL_DRAIN_INTERVAL": 0, "RECEIVER_DB_TIMEOUT_MS": 200})
+    yield app
+    db.engine(app).dispose()
+
+
+def _count(session, model):
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def test_callbacks_survive_a_database_outage_and_are_stored_once(outage_app, outage, session):
+    client = outage_app.test_client()
+    client.post(URL, data=new_file_upload("before"))  # opens a pooled connection the outage breaks
+    outage.begin()
+    bodies = [new_file_upload(str(n), source_context=f"order-{n}") for n in range(5)]
+    responses = [client.post(URL, data=body) for body in bodies]
+    duplicate = client.post(URL, data=bodies[0])
+    bad = client.post(URL, data=b"not json")
+    assert [r.status_code for r in responses] + [duplicate.status_code] == [200] * 6
+    assert [r.get_json() for r in responses] == [{}] * 5
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_json"
+    spool_dir = outage_app.config["RECEIVER_SPOOL_DIR"]
+    assert spool.depth(spool_dir) == 7
+
+    outage.end()
+    assert spool.drain(db.session_factory(outage_app), spool_dir) == 7
+    assert spool.depth(spool_dir) == 0
+    stored = session.scalars(select(Event).where(Event.file_id != "before").order_by(Event.file_id)).all()
+    assert [(e.file_id, e.source_context, e.delivery_count) for e in stored] == [
+        (str(n), f"order-{n}", 2 if n == 0 else 1) for n in range(5)]
+    assert stored[1].body == bodies[1]
+    [rejection] = session.scalars(select(Rejection)).all()
+    assert (rejection.reason, rejection.body) == ("invalid_json", b"not json")
+    assert spool.drain(db.session_factory(outage_app), spool_dir) == 0
+    assert _count(session, Event) == 6
+
+
+def test_drain_keeps_the_spool_while_the_database_is_still_down(outage_app, outage, session):
+    client = outage_app.test_client()
+    outage.begin()
+    try:
+        assert client.post(URL, data=sample("v2-newfileupload.json")).status_code == 200
+        spool_dir = outage_app.config["RECEIVER_SPOOL_DIR"]
+        assert spool.drain(db.session_factory(outage_app), spool_dir) == 0
+        assert spool.depth(spool_dir) == 1
+    finally:
+        outage.end()
+    assert _count(session, Event) == 0
+
+
+def test_spool_drains_by_itself_once_the_database_is_back(app, outage, tmp_path, session):
+    served = create_app({"RECEIVER_DATABASE_URL": outage.app_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "auto"),
+                         "RECEIVER_SPOOL_DRAIN_INTERVAL": 1, "RECEIVER_DB_TIMEOUT_MS": 200})
+    client = served.test_client()
+    outage.begin()
+    assert client.post(URL, data=new_file_upload("auto-1")).status_code == 200
+    outage.end()
+    deadline = time.monotonic() + 30
+    while spool.depth(tmp_path / "auto") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    served.extensions["receiver.drainer"].stop.set()
+    assert spool.depth(tmp_path / "auto") == 0
+    assert session.scalar(select(Event.file_id)) == "auto-1"
+    db.engine(served).dispose()
+
+
+def test_spool_drain_command(outage_app, outage, session):
+    outage.begin()
+    outage_app.test_client().post(URL, data=sample("v3-push-filedeleted.json"))
+    runner = outage_app.test_cli_runner()
+    assert runner.invoke(args=["spool", "status"]).output.startswith("1 waiting")
+    assert runner.invoke(args=["spool", "drain"]).exit_code == 1  # still down: left in place
+    outage.end()
+    result = runner.invoke(args=["spool", "drain"])
+    assert (result.exit_code, result.output.split(",")[0]) == (0, "drained 1")
+    assert session.scalar(select(Event.event_type)) == "FileDeleted"
+
+
+def test_spool_files_are_complete_json_records(outage_app, outage):
+    outage.begin()
+    try:
+        body = new_file_upload("file-check")
+        outage_app.test_client().post(URL, data=body, headers={"Authorization": "secret"})
+        [path] = Path(outage_app.config["RECEIVER_SPOOL_DIR"]).glob("*.json")
+        record = json.loads(path.read_text())
+        assert record["refusal"] is None
+        assert record["delivery"]["headers"]["Authorization"] == "[redacted]"
+    finally:
+        outage.end()
