@@ -6,7 +6,7 @@ PostgreSQL cannot store.
 """
 from datetime import timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
@@ -101,6 +101,14 @@ class TaskInputSchema(_Schema):
 
 class TaskSchema(_Schema):
     """The fields we index from any v3 task object (FileUploadTask, ProcedureTask, …)."""
+
+    @pre_load
+    def _ignore_foreign_input(self, data, **kwargs):
+        # `Input` is an object with a FileId in the tasks we index it from; other event types
+        # use the name for structures of their own, which the raw body keeps.
+        if not isinstance(data.get("Input"), dict):
+            data = {k: v for k, v in data.items() if k != "Input"}
+        return data
 
     TaskId = Text(256)
     Status = Status(allow_none=True)

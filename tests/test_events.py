@@ -202,3 +202,8 @@ def test_schema_refusal_names_the_field():
 
 def test_utf8_bom_is_tolerated():
     assert events.parse(b"\xef\xbb\xbf" + sample("v3-push-newfileupload.json")).event_type == "NewFileUpload"
+
+
+def test_input_of_another_shape_does_not_refuse_the_event():
+    body = {"EventType": "SplitMediaComplete", "SplitMediaCompleteEvent": {"TaskId": "s-1", "Input": ["a", "b"]}}
+    assert events.parse(json.dumps(body).encode()).fields["task_id"] == "s-1"
