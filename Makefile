@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RECEIVER_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export RECEIVER_TEST_DATABASE_URL
 
-.PHONY: serve test install clean
+.PHONY: serve test fuzz install clean
 
 $(BIN)/vod-receiver: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ serve: install
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The fuzz run of docs/security.md; e.g. make fuzz FUZZ_ARGS="--requests 5000 --database-url postgresql+psycopg://…"
+FUZZ_ARGS ?= --requests 5000
+fuzz: install
+	$(BIN)/python -m bench.fuzz $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

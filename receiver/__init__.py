@@ -12,6 +12,7 @@ def create_app(config=None):
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(_config.from_env())
     app.config.update(config or {})
+    _config.check(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config["RECEIVER_DATABASE_URL"] = (
         app.config["RECEIVER_DATABASE_URL"]
@@ -27,6 +28,7 @@ def create_app(config=None):
 
     from . import callbacks, cli, db, errors
 
+    callbacks.redact_logs(app)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(callbacks.bp)

@@ -1,12 +1,15 @@
-"""Blueprint for VOD's callback URL: read raw -> parse -> store (or spool) -> 200 {}."""
+"""Blueprint for VOD's callback URL: read raw -> authenticate -> parse -> store (or spool) -> 200 {}."""
 import logging
 import re
 import threading
 
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.http import parse_list_header
 
-from . import spool, store
+from . import auth, events, spool, store
+from .auth import REDACTED
 from .db import get_session
 from .events import Refusal
 
@@ -14,14 +17,20 @@ bp = Blueprint("callbacks", __name__)
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|sign|password|api-?key", re.I)
-REDACTED = "[redacted]"
+PREFIX = "/callbacks/"
 _drainer_lock = threading.Lock()
+_log_filter = auth.RedactingFilter()
 
 
-@bp.post("/callbacks/vod")
-def receive():
+# OPTIONS is not answered automatically: every request under /callbacks/ is recorded.
+@bp.post("/callbacks/vod", provide_automatic_options=False)
+@bp.post("/callbacks/vod/<token>", provide_automatic_options=False)
+def receive(token=None):
     """Receive one VOD callback (v3 or legacy v2) and store it before answering."""
-    delivery, refusal = read_delivery()
+    delivery, too_large = read_delivery()
+    # Cheapest and least revealing first: who is asking, with which token, how much, then
+    # the signature (which needs the body).
+    refusal = _refuse_address() or _refuse_token(token) or too_large or _refuse_signature(delivery)
     verdict, _outcome = record(delivery, refusal)
     if isinstance(verdict, Refusal):
         raise verdict
@@ -35,14 +44,17 @@ def read_delivery(channel="push"):
     body = request.stream.read(limit + 1)
     declared = request.content_length
     too_large = len(body) > limit or (declared is not None and declared > limit)
+    secrets = current_app.config["RECEIVER_CALLBACK_TOKENS"]
+    query = request.query_string.decode("utf-8", "backslashreplace")
     delivery = store.Delivery(
         body=body[:limit],
         channel=channel,
-        content_type=request.content_type,
-        remote_addr=request.remote_addr,
-        headers=redact_headers(request.headers),
-        method=request.method,
-        path=_text(request.path),
+        content_type=_text(request.content_type) if request.content_type is not None else None,
+        remote_addr=_text(request.remote_addr) if request.remote_addr is not None else None,
+        headers=redact_headers(request.headers, secrets),
+        method=_text(request.method)[:16],
+        # The path carries the URL token and the query may carry Sign: both are redacted.
+        path=auth.redact(_text(request.path + (f"?{query}" if query else "")), secrets),
         body_truncated=too_large,
     )
     refusal = None
@@ -72,9 +84,72 @@ def record(delivery, refusal=None):
     return verdict, outcome
 
 
-def redact_headers(headers):
-    """Request headers as a dict, with credentials and signatures replaced."""
-    return {_text(k): REDACTED if SECRET_HEADER.search(k) else _text(v) for k, v in headers.items()}
+def redact_headers(headers, secrets=()):
+    """Request headers as a dict, with credentials, tokens and signatures replaced."""
+    return {_text(k): REDACTED if SECRET_HEADER.search(k) else auth.redact(_text(v), secrets)
+            for k, v in headers.items()}
+
+
+def redact_logs(app):
+    """Keep the app's tokens (and any URL token or Sign) out of Flask's and werkzeug's logs."""
+    _log_filter.secrets.update(app.config["RECEIVER_CALLBACK_TOKENS"])
+    for logger in (app.logger, logging.getLogger("werkzeug")):
+        if _log_filter not in logger.filters:
+            logger.addFilter(_log_filter)
+
+
+def _refuse_address():
+    networks = current_app.config["RECEIVER_ALLOWED_CIDRS"]
+    if not networks:
+        return None
+    hops = current_app.config["RECEIVER_TRUSTED_PROXIES"]
+    # ProxyFix took the address `hops` entries from the right of X-Forwarded-For; with fewer
+    # entries it left the nearest proxy's own address, which must not pass for the client's.
+    forwarded = parse_list_header(request.environ.get("HTTP_X_FORWARDED_FOR") or "")
+    if hops and (len(forwarded) < hops or not forwarded[-hops]):
+        return Refusal("ip_not_allowed", f"The client address is unknown: X-Forwarded-For has fewer "
+                       f"than RECEIVER_TRUSTED_PROXIES={hops} entries.", status=403,
+                       details={"forwarded_for_entries": len(forwarded), "trusted_proxies": hops})
+    if auth.address_allowed(request.remote_addr, networks):
+        return None
+    return Refusal("ip_not_allowed", "The client address is outside RECEIVER_ALLOWED_CIDRS.",
+                   status=403, details={"remote_addr": _text(str(request.remote_addr))})
+
+
+def _refuse_token(token):
+    tokens = current_app.config["RECEIVER_CALLBACK_TOKENS"]
+    if not tokens:
+        if token is None:
+            return None
+        return Refusal("not_found", f"No callback tokens are configured; {_callback_url()}.", status=404)
+    if token is None:
+        return Refusal("token_missing", f"This receiver requires a token; {_callback_url()}.",
+                       status=401)
+    if not auth.token_matches(token, tokens):
+        return Refusal("token_invalid", "The callback URL's token is not one of "
+                       "RECEIVER_CALLBACK_TOKENS.", status=401)
+    return None
+
+
+def _refuse_signature(delivery):
+    keys = current_app.config["VOD_SIGN_KEYS"]
+    if not keys:
+        return None
+    # A body that is not a JSON object can still be signed in the query; if it is, parsing
+    # refuses it next with the precise reason.
+    try:
+        document = events.decode_json(delivery.body)
+    except Refusal:
+        document = None
+    return auth.check_signature(auth.find_signature(document, request.args), keys,
+                                now=delivery.received_at.timestamp(),
+                                clock_skew=current_app.config["RECEIVER_SIGN_CLOCK_SKEW"])
+
+
+def _callback_url():
+    if current_app.config["RECEIVER_CALLBACK_TOKENS"]:
+        return "callbacks are received by POST at /callbacks/vod/<token>"
+    return "callbacks are received by POST at /callbacks/vod"
 
 
 @bp.before_app_request
@@ -86,6 +161,25 @@ def _start_spool_drainer():
         with _drainer_lock:
             if "receiver.drainer" not in app.extensions:
                 app.extensions["receiver.drainer"] = spool.start_drainer(app)
+
+
+@bp.before_app_request
+def _refuse_unrouted():
+    # A wrong method or path under /callbacks/ may still be VOD (a mistyped callback URL) or
+    # someone probing: record it like any refusal instead of letting routing answer unseen.
+    # Other paths are not callbacks and get the plain 404.
+    failure = request.routing_exception
+    if failure is None or not request.path.startswith(PREFIX):
+        return
+    delivery, _too_large = read_delivery()
+    if isinstance(failure, MethodNotAllowed):
+        refusal = Refusal("method_not_allowed", "Callbacks are accepted by POST only.",
+                          status=405, headers={"Allow": "POST"})
+    else:  # not found, or a redirect to a path with merged slashes: neither is the callback URL
+        refusal = Refusal("not_found", f"Nothing receives callbacks at this path; {_callback_url()}.",
+                          status=404)
+    verdict, _outcome = record(delivery, _refuse_address() or refusal)
+    raise verdict
 
 
 def _text(value):

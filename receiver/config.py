@@ -1,6 +1,15 @@
 """Configuration: one attribute per environment variable (see the README's table)."""
 import os
 
+from . import auth
+
+# How far past T (VOD's expiry time) a signature is still accepted. VOD signs for 10 minutes by
+# default, and a refused callback is lost for good (VOD ignores the answer and re-sends only on
+# timeout, vod-spec §4), so this leans towards accepting: it covers a clock that is minutes off,
+# as unsynchronised VMs drift, and adds at most 5 minutes to the replay window of a Sign that
+# does not cover the body anyway.
+DEFAULT_SIGN_CLOCK_SKEW = 300
+
 
 def _int(name, default):
     value = os.environ.get(name)
@@ -27,4 +36,43 @@ def from_env():
         # database must end well before that: the request is then spooled instead.
         "RECEIVER_DB_TIMEOUT_MS": _int("RECEIVER_DB_TIMEOUT_MS", 2000),
         "RECEIVER_SPOOL_DRAIN_INTERVAL": _int("RECEIVER_SPOOL_DRAIN_INTERVAL", 10),
+        # Secrets: none has a default, and each is optional (unset = that check is off).
+        "RECEIVER_CALLBACK_TOKENS": os.environ.get("RECEIVER_CALLBACK_TOKENS", ""),
+        "VOD_SIGN_KEYS": os.environ.get("VOD_SIGN_KEYS", ""),
+        "RECEIVER_SIGN_CLOCK_SKEW": _int("RECEIVER_SIGN_CLOCK_SKEW", DEFAULT_SIGN_CLOCK_SKEW),
+        "RECEIVER_ALLOWED_CIDRS": os.environ.get("RECEIVER_ALLOWED_CIDRS", ""),
     }
+
+
+def check(config):
+    """Parse the list settings in `config` in place, failing on values that cannot work.
+
+    Lists come as comma-separated text (from the environment) or as any iterable of strings
+    (from create_app's overrides). Error messages never repeat a secret.
+    """
+    tokens = _list(config["RECEIVER_CALLBACK_TOKENS"])
+    for number, token in enumerate(tokens, 1):
+        if not auth.TOKEN_PATTERN.fullmatch(token):
+            raise RuntimeError(
+                f"RECEIVER_CALLBACK_TOKENS: token {number} of {len(tokens)} must be 16 to 200 "
+                "letters, digits or - . _ ~ (it is a URL path segment); generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    config["RECEIVER_CALLBACK_TOKENS"] = tokens
+    config["VOD_SIGN_KEYS"] = _list(config["VOD_SIGN_KEYS"])
+    try:
+        config["RECEIVER_ALLOWED_CIDRS"] = auth.parse_networks(_list(config["RECEIVER_ALLOWED_CIDRS"]))
+    except ValueError as exc:
+        raise RuntimeError(f"RECEIVER_ALLOWED_CIDRS: {exc}") from None
+    for name in ("RECEIVER_SIGN_CLOCK_SKEW", "RECEIVER_TRUSTED_PROXIES"):
+        if config[name] < 0:
+            raise RuntimeError(f"{name} must not be negative, got {config[name]}")
+
+
+def tokens_from_env():
+    """RECEIVER_CALLBACK_TOKENS as a tuple, for code that runs outside the app (gunicorn's logger)."""
+    return _list(os.environ.get("RECEIVER_CALLBACK_TOKENS", ""))
+
+
+def _list(value):
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return tuple(str(item).strip() for item in items if str(item).strip())

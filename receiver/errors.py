@@ -21,7 +21,7 @@ def init_app(app):
 
 
 def _refusal(exc):
-    return error_response(exc.reason, exc.message, exc.status, exc.details)
+    return (*error_response(exc.reason, exc.message, exc.status, exc.details), exc.headers or {})
 
 
 def _http_error(exc):

@@ -61,12 +61,13 @@ ENVELOPE_KEYS = {"EventType", "EventHandle", "Sign", "T"}
 class Refusal(Exception):
     """A callback we will not store as an event; it is recorded as a rejection instead."""
 
-    def __init__(self, reason, message, status=400, details=None):
+    def __init__(self, reason, message, status=400, details=None, headers=None):
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status = status
         self.details = details
+        self.headers = headers  # for the answer only (Allow on a 405); not recorded
 
     def to_dict(self):
         return {"reason": self.reason, "message": self.message, "status": self.status,
@@ -173,12 +174,24 @@ def _find_data_key(document, event_type):
         if isinstance(document.get(key), dict):
             return key
     if len(candidates) == 1:
-        return candidates[0]
+        return _storable_key(candidates[0])
     if not candidates:
         raise Refusal("invalid_event", f"No event data object found for {event_type or 'the event'}.",
                       status=422, details={"expected_key": list(DATA_KEYS.get(event_type, ()))})
     raise Refusal("invalid_event", "More than one object could be the event data; cannot tell which.",
                   status=422, details={"candidates": sorted(candidates)[:20]})
+
+
+def _storable_key(key):
+    # An unknown event's data key comes from the body, and goes to a 128-character column.
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        key = None
+    if key is None or "\x00" in key or len(key) > 128:
+        raise Refusal("invalid_event", "The event data key must be at most 128 characters, "
+                      "without NUL or lone surrogates.", status=422)
+    return key
 
 
 def _parse_v2(document):

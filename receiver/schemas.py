@@ -21,6 +21,14 @@ def _storable(value):
         raise ValidationError("Must be valid Unicode (no lone surrogates).") from None
 
 
+def _utc_representable(value):
+    # 9999-12-31T23:59:59-01:00 parses, but is past datetime.max once converted to UTC.
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError("Must be a time between the years 1 and 9999 in UTC.") from None
+
+
 def Text(max_length=None, **kwargs):
     """A string field safe to store in a column of `max_length` characters."""
     validators = [_storable]
@@ -84,7 +92,8 @@ class MediaBasicInfoSchema(_Schema):
     MediaUrl = Text()
     StorageRegion = Text(64)
     ClassId = fields.Integer(allow_none=True, validate=validate.Range(min=-MAX_INT64, max=MAX_INT64))
-    CreateTime = fields.AwareDateTime(default_timezone=timezone.utc, allow_none=True)
+    CreateTime = fields.AwareDateTime(default_timezone=timezone.utc, allow_none=True,
+                                      validate=_utc_representable)
     SourceInfo = fields.Nested(MediaSourceSchema, allow_none=True)
 
 

@@ -14,7 +14,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from . import store
 from .events import Refusal
@@ -69,8 +69,8 @@ def drain(session_factory, spool_dir):
             try:
                 with session_factory() as session, session.begin():
                     store.record(session, delivery, store.judge(delivery, refusal))
-            except DBAPIError as exc:
-                if not isinstance(exc, (IntegrityError, DataError)):
+            except StatementError as exc:  # a DBAPIError, or a value no column type could bind
+                if isinstance(exc, DBAPIError) and not isinstance(exc, (IntegrityError, DataError)):
                     log.warning("spool drain stopped: database unavailable (%s)", exc.orig)
                     break
                 # The database refused this record's content, not the connection: keep it

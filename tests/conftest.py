@@ -57,19 +57,33 @@ def database_url(request, tmp_path_factory):
 
 
 @pytest.fixture
-def app(database_url, tmp_path):
+def make_app(database_url, tmp_path):
+    """Build the receiver on empty tables with `overrides` to the test settings."""
+    apps = []
+
+    def make(**overrides):
+        app = create_app({
+            "TESTING": True,
+            "RECEIVER_DATABASE_URL": database_url,
+            "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
+            "RECEIVER_SPOOL_DRAIN_INTERVAL": 0,
+            **overrides,
+        })
+        with db.engine(app).begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        db.engine(app).dispose()
+
+
+@pytest.fixture
+def app(make_app):
     """The receiver on empty tables, with its spool in a temporary folder."""
-    app = create_app({
-        "TESTING": True,
-        "RECEIVER_DATABASE_URL": database_url,
-        "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
-        "RECEIVER_SPOOL_DRAIN_INTERVAL": 0,
-    })
-    with db.engine(app).begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    yield app
-    db.engine(app).dispose()
+    return make_app()
 
 
 @pytest.fixture
