@@ -12,6 +12,10 @@ def _int(name, default):
         raise RuntimeError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def _list(name):
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
 def from_env():
     """Read the receiver's settings from the environment.
 
@@ -27,4 +31,7 @@ def from_env():
         # database must end well before that: the request is then spooled instead.
         "RECEIVER_DB_TIMEOUT_MS": _int("RECEIVER_DB_TIMEOUT_MS", 2000),
         "RECEIVER_SPOOL_DRAIN_INTERVAL": _int("RECEIVER_SPOOL_DRAIN_INTERVAL", 10),
+        # Bearer tokens for the read-only admin API, comma-separated so a new one can be added
+        # before the old one is removed. None: the admin API does not exist (404), never open.
+        "RECEIVER_ADMIN_TOKENS": _list("RECEIVER_ADMIN_TOKENS"),
     }

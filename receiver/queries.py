@@ -1,0 +1,172 @@
+"""Queries over stored events and rejections, shared by the admin API and the CLI.
+
+Listings are newest first and paged by keyset on (received_at, id): a cursor names the last row
+of a page and the next page starts strictly after it, so a deep page costs what the first one
+does (no OFFSET scan) and rows arriving meanwhile neither shift nor repeat entries.
+"""
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import and_, func, or_, select
+
+from .models import Event, Rejection
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_ID = 2**63 - 1
+# Sorts after every character, so [p, p + _TOP) is exactly the strings that start with p.
+_TOP = "\U0010ffff"
+
+EVENT_SUMMARY = (Event.id, Event.received_at, Event.last_seen_at, Event.event_type, Event.format,
+                 Event.channel, Event.status, Event.file_id, Event.task_id, Event.source_type,
+                 Event.source_context, Event.procedure_task_id, Event.delivery_count)
+REJECTION_SUMMARY = (Rejection.id, Rejection.received_at, Rejection.reason, Rejection.status_code,
+                     Rejection.message, Rejection.channel, Rejection.method, Rejection.path,
+                     Rejection.remote_addr, Rejection.body_size, Rejection.body_truncated)
+
+
+class InvalidCursor(ValueError):
+    """A cursor that this service did not hand out."""
+
+
+@dataclass
+class Page:
+    """One page of a listing and the cursor of the next (None on the last page)."""
+
+    items: list
+    next_cursor: str | None
+
+
+def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
+    """Events matching `filters` (the admin API's query parameters), newest first."""
+    filters = filters or {}
+    conditions = [_column_filter(Event, name, value) for name, value in filters.items()
+                  if name in _EVENT_COLUMNS]
+    if "source_context_prefix" in filters:
+        conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
+    conditions += _time_range(Event, filters)
+    return _page(session, EVENT_SUMMARY, Event, conditions, limit, cursor)
+
+
+def list_rejections(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
+    """Rejections matching `filters` (reason, time range), newest first."""
+    filters = filters or {}
+    conditions = _time_range(Rejection, filters)
+    if "reason" in filters:
+        conditions.append(Rejection.reason == filters["reason"])
+    return _page(session, REJECTION_SUMMARY, Rejection, conditions, limit, cursor)
+
+
+def get_event(session, event_id) -> Event | None:
+    """The stored event with `event_id`, or None."""
+    return session.get(Event, event_id) if 0 < event_id <= MAX_ID else None
+
+
+def get_rejection(session, rejection_id) -> Rejection | None:
+    """The recorded rejection with `rejection_id`, or None."""
+    return session.get(Rejection, rejection_id) if 0 < rejection_id <= MAX_ID else None
+
+
+def stats(session) -> dict:
+    """Counts by event type, by day and by rejection reason, and the delivery ledger."""
+    by_type = session.execute(
+        select(Event.event_type, func.count(), func.sum(Event.delivery_count))
+        .group_by(Event.event_type).order_by(Event.event_type)
+    ).all()
+    by_reason = session.execute(
+        select(Rejection.reason, func.count()).group_by(Rejection.reason).order_by(Rejection.reason)
+    ).all()
+    days = {}
+    event_day, rejection_day = _day(session, Event.received_at), _day(session, Rejection.received_at)
+    for day, count, deliveries in session.execute(
+        select(event_day, func.count(), func.sum(Event.delivery_count)).group_by(event_day)
+    ):
+        days[day] = {"day": day, "events": count, "duplicates": deliveries - count, "rejections": 0}
+    for day, count in session.execute(select(rejection_day, func.count()).group_by(rejection_day)):
+        days.setdefault(day, {"day": day, "events": 0, "duplicates": 0, "rejections": 0})
+        days[day]["rejections"] = count
+    events = sum(count for _type, count, _deliveries in by_type)
+    duplicates = sum(deliveries for _type, _count, deliveries in by_type) - events
+    rejections = sum(count for _reason, count in by_reason)
+    return {
+        "by_event_type": [{"event_type": t, "events": c, "duplicates": d - c} for t, c, d in by_type],
+        "by_day": [days[day] for day in sorted(days, reverse=True)],
+        "rejections_by_reason": [{"reason": r, "rejections": c} for r, c in by_reason],
+        # Every delivery that reached the database is exactly one of these three.
+        "ledger": {"deliveries": events + duplicates + rejections, "events": events,
+                   "duplicates": duplicates, "rejections": rejections},
+    }
+
+
+def encode_cursor(received_at: datetime, row_id: int) -> str:
+    """The opaque cursor naming the row at (received_at, row_id)."""
+    text = json.dumps({"r": received_at.astimezone(timezone.utc).isoformat(), "i": row_id})
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """(received_at, id) from a cursor made by encode_cursor; InvalidCursor if it is not one."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        received_at, row_id = datetime.fromisoformat(data["r"]), data["i"]
+    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
+        raise InvalidCursor("Not a cursor from a previous page.") from exc
+    if received_at.tzinfo is None or type(row_id) is not int or not 0 < row_id <= MAX_ID:
+        raise InvalidCursor("Not a cursor from a previous page.")
+    return received_at, row_id
+
+
+# Query parameters that are plain equality on the column of the same name.
+_EVENT_COLUMNS = {"event_type", "file_id", "source_context", "procedure_task_id", "source_type",
+                  "format", "channel", "task_id"}
+
+
+def _column_filter(model, name, value):
+    return getattr(model, name) == value
+
+
+def _time_range(model, filters):
+    conditions = []
+    if "received_after" in filters:
+        conditions.append(model.received_at >= filters["received_after"])
+    if "received_before" in filters:
+        conditions.append(model.received_at < filters["received_before"])
+    return conditions
+
+
+def _page(session, columns, model, conditions, limit, cursor):
+    if cursor is not None:
+        received_at, row_id = decode_cursor(cursor)
+        # Not a row-value comparison: `received_at <= r` is an index range on every backend
+        # (SQLite and PostgreSQL alike), and the OR only sorts out rows sharing that instant.
+        conditions = [*conditions, model.received_at <= received_at,
+                      or_(model.received_at < received_at, model.id < row_id)]
+    rows = session.execute(
+        select(*columns).where(and_(True, *conditions))
+        .order_by(model.received_at.desc(), model.id.desc()).limit(limit + 1)
+    ).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].received_at, rows[-1].id)
+    return Page(rows, next_cursor)
+
+
+def _prefix(session, column, prefix):
+    # A range, not LIKE: no escaping, and a btree index answers it. PostgreSQL compares with
+    # its pattern operators (byte order, whatever the database collation): under a linguistic
+    # collation such as en_US plain < and >= do not keep prefixes together. The index is built
+    # with the matching operator class (migration 0004).
+    if session.get_bind().dialect.name == "postgresql":
+        return and_(column.op("~>=~")(prefix), column.op("~<~")(prefix + _TOP))
+    return and_(column >= prefix, column < prefix + _TOP)
+
+
+def _day(session, column):
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    # SQLite keeps UTC datetimes as ISO text: the day is its first ten characters.
+    return func.substr(column, 1, 10)
