@@ -94,8 +94,8 @@ class EventSummarySchema(Schema):
 class _BodySchema(Schema):
     body_sha256 = fields.String()
     body_size = fields.Integer()
-    body_encoding = fields.Method("_encoding", metadata={"enum": ["utf-8", "base64"]})
-    body = fields.Method("_body", metadata={"description": "Exactly as received: text if valid "
+    body_encoding = fields.Method("_encoding", metadata={"type": "string", "enum": ["utf-8", "base64"]})
+    body = fields.Method("_body", metadata={"type": "string", "description": "Exactly as received: text if valid "
                                                           "UTF-8, else base64 (body_encoding)."})
     headers = fields.Dict(keys=fields.String(), values=fields.String())
     content_type = fields.String(allow_none=True)
