@@ -17,8 +17,7 @@ from .models import Event, Rejection
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_ID = 2**63 - 1
-# Sorts after every character, so [p, p + _TOP) is exactly the strings that start with p.
-_TOP = "\U0010ffff"
+_TOP = "\U0010ffff"  # the highest code point
 
 EVENT_SUMMARY = (Event.id, Event.received_at, Event.last_seen_at, Event.event_type, Event.format,
                  Event.channel, Event.status, Event.file_id, Event.task_id, Event.source_type,
@@ -156,13 +155,27 @@ def _page(session, columns, model, conditions, limit, cursor):
 
 
 def _prefix(session, column, prefix):
-    # A range, not LIKE: no escaping, and a btree index answers it. PostgreSQL compares with
-    # its pattern operators (byte order, whatever the database collation): under a linguistic
-    # collation such as en_US plain < and >= do not keep prefixes together. The index is built
-    # with the matching operator class (migration 0004).
+    # A range, not LIKE: no escaping, and a btree index answers it. Both ends compare in code
+    # point order (= UTF-8 byte order): SQLite's BINARY collation does, and on PostgreSQL the
+    # pattern operators do whatever the database collation; under one such as en_US plain <
+    # and >= do not keep prefixes together. The index has the matching operator class (0004).
+    end = prefix_end(prefix)
     if session.get_bind().dialect.name == "postgresql":
-        return and_(column.op("~>=~")(prefix), column.op("~<~")(prefix + _TOP))
-    return and_(column >= prefix, column < prefix + _TOP)
+        at_least, below = column.op("~>=~"), column.op("~<~")
+    else:
+        at_least, below = column.__ge__, column.__lt__
+    return and_(at_least(prefix), below(end)) if end is not None else at_least(prefix)
+
+
+def prefix_end(prefix):
+    """The least string above every string that starts with `prefix`; None if there is none."""
+    stem = prefix.rstrip(_TOP)
+    if not stem:
+        return None
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters: skip to the next one
+        following = 0xE000
+    return stem[:-1] + chr(following)
 
 
 def _day(session, column):
