@@ -156,7 +156,6 @@ def test_unknown_ids_get_404_in_the_error_shape(client, path):
     ("/events", {"channel": "email"}, "channel"),
     ("/events", {"received_after": "yesterday"}, "received_after"),
     ("/events", {"received_before": "2026-13-01T00:00:00Z"}, "received_before"),
-    ("/events", {"received_after": "0001-01-01T00:00:00+01:00"}, "received_after"),
     ("/events", {"cursor": "garbage"}, "cursor"),
     ("/events", {"file_id": ""}, "file_id"),
     ("/events", {"file_id": "x" * 65}, "file_id"),
