@@ -217,7 +217,7 @@ def _show(row, what, schema, raw, output):
     if row is None:
         raise click.ClickException(f"no {what} with this id")
     if raw:
-        click.get_binary_stream("stdout").write(row.body)
+        click.echo(row.body, nl=False)  # bytes: written to the binary stream unchanged
         return
     data = schema.dump(row)
     if output == "json":
