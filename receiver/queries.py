@@ -42,7 +42,7 @@ class Page:
 def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Events matching `filters` (the admin API's query parameters), newest first."""
     filters = filters or {}
-    conditions = [_column_filter(Event, name, value) for name, value in filters.items()
+    conditions = [getattr(Event, name) == value for name, value in filters.items()
                   if name in _EVENT_COLUMNS]
     if "source_context_prefix" in filters:
         conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
@@ -121,10 +121,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 # Query parameters that are plain equality on the column of the same name.
 _EVENT_COLUMNS = {"event_type", "file_id", "source_context", "procedure_task_id", "source_type",
                   "format", "channel", "task_id"}
-
-
-def _column_filter(model, name, value):
-    return getattr(model, name) == value
 
 
 def _time_range(model, filters):
