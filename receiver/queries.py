@@ -46,17 +46,17 @@ def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page
                   if name in _EVENT_COLUMNS]
     if "source_context_prefix" in filters:
         conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
-    conditions += _time_range(Event, filters)
-    return _page(session, EVENT_SUMMARY, Event, conditions, limit, cursor)
+    conditions += _window(Event, filters, cursor)
+    return _page(session, EVENT_SUMMARY, Event, conditions, limit)
 
 
 def list_rejections(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Rejections matching `filters` (reason, time range), newest first."""
     filters = filters or {}
-    conditions = _time_range(Rejection, filters)
+    conditions = _window(Rejection, filters, cursor)
     if "reason" in filters:
         conditions.append(Rejection.reason == filters["reason"])
-    return _page(session, REJECTION_SUMMARY, Rejection, conditions, limit, cursor)
+    return _page(session, REJECTION_SUMMARY, Rejection, conditions, limit)
 
 
 def get_event(session, event_id) -> Event | None:
@@ -123,22 +123,27 @@ _EVENT_COLUMNS = {"event_type", "file_id", "source_context", "procedure_task_id"
                   "format", "channel", "task_id"}
 
 
-def _time_range(model, filters):
+def _window(model, filters, cursor):
+    # The time range and the keyset, with a single upper bound on received_at: given two,
+    # SQLite's planner ranges its index on one of them only, and ranging on received_before
+    # instead of the cursor means walking every row above a deep page to reach it.
     conditions = []
     if "received_after" in filters:
         conditions.append(model.received_at >= filters["received_after"])
-    if "received_before" in filters:
-        conditions.append(model.received_at < filters["received_before"])
+    before = filters.get("received_before")
+    if cursor is not None:
+        received_at, row_id = decode_cursor(cursor)
+        if before is None or received_at < before:
+            # Not a row-value comparison: `received_at <= r` is an index range on every backend,
+            # and the OR only sorts out rows sharing that instant.
+            return [*conditions, model.received_at <= received_at,
+                    or_(model.received_at < received_at, model.id < row_id)]
+    if before is not None:  # a cursor at or above it: every row in range is past the cursor
+        conditions.append(model.received_at < before)
     return conditions
 
 
-def _page(session, columns, model, conditions, limit, cursor):
-    if cursor is not None:
-        received_at, row_id = decode_cursor(cursor)
-        # Not a row-value comparison: `received_at <= r` is an index range on every backend
-        # (SQLite and PostgreSQL alike), and the OR only sorts out rows sharing that instant.
-        conditions = [*conditions, model.received_at <= received_at,
-                      or_(model.received_at < received_at, model.id < row_id)]
+def _page(session, columns, model, conditions, limit):
     rows = session.execute(
         select(*columns).where(and_(True, *conditions))
         .order_by(model.received_at.desc(), model.id.desc()).limit(limit + 1)

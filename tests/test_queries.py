@@ -27,6 +27,26 @@ def test_pages_list_every_event_once_newest_first_when_many_share_an_instant(app
     assert [len(p) for p in pages] == [4, 4, 4, 4, 4, 1]
 
 
+@pytest.mark.parametrize("window", [{}, {"received_after": T0 + timedelta(minutes=1)},
+                                    {"received_before": T0 + timedelta(minutes=3)},
+                                    {"received_after": T0, "received_before": T0 + timedelta(minutes=2)}])
+def test_pages_within_a_time_range_list_exactly_the_rows_in_it(app, session, window):
+    for n in range(12):
+        upload(app, n, minutes=n % 4)
+    listed = [i for page in _all_pages(session, limit=2, **window) for i in page]
+    assert listed == [row.id for row in queries.list_events(session, window, limit=500).items]
+    low, high = window.get("received_after", T0), window.get("received_before", T0 + timedelta(hours=1))
+    assert len(listed) == sum(1 for n in range(12) if low <= T0 + timedelta(minutes=n % 4) < high)
+
+
+def test_a_cursor_above_received_before_starts_at_the_range(app, session):
+    for n in range(6):
+        upload(app, n)
+    cursor = queries.encode_cursor(T0 + timedelta(hours=1), 10**6)
+    page = queries.list_events(session, {"received_before": T0 + timedelta(minutes=3)}, cursor=cursor)
+    assert [row.file_id for row in page.items] == ["f2", "f1", "f0"]
+
+
 def test_next_page_is_unaffected_by_events_stored_meanwhile(app, session):
     for n in range(6):
         upload(app, n)
