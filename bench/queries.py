@@ -287,6 +287,10 @@ def _lookups(engine):
         n = rng.randrange(uploads // 2) * 2
         return queries.list_events, {"procedure_task_id": f"1256768367-procedure-{n:08x}"}, 50, None
 
+    def by_file_id_and_type(rng, uploads):
+        return queries.list_events, {"file_id": str(FIRST_FILE_ID + rng.randrange(uploads)),
+                                     "event_type": rng.choice(LISTED_TYPES)}, 50, None
+
     def by_source_context_prefix(rng, uploads):
         return queries.list_events, {"source_context_prefix": f"order-{rng.randrange(uploads // 10)}9"}, 50, None
 
@@ -311,6 +315,7 @@ def _lookups(engine):
     return [("by file_id", by_file_id), ("by source_context", by_source_context),
             ("by procedure_task_id", by_procedure_task_id),
             ("type + 7-day range, first page", type_and_week), ("type + range, deep page by cursor", deep_page),
+            ("file_id + event_type (extra)", by_file_id_and_type),
             ("source_context prefix (extra)", by_source_context_prefix),
             ("rejections by reason (extra)", rejections_by_reason)]
 
@@ -354,7 +359,7 @@ def _plan(engine, query, filters, limit, cursor):
         return "; ".join(row[-1] for row in rows)
     # PostgreSQL: the scans and sorts, without costs.
     lines = [re.sub(r"\s*\(cost=[^)]*\)", "", row[0]).strip(" ->") for row in rows]
-    return "; ".join(line for line in lines if "Scan" in line or line.startswith("Sort "))
+    return "; ".join(line for line in lines if "Scan" in line or line == "Sort")
 
 
 def _print(backend, results):

@@ -92,25 +92,28 @@ def rejections_group():
     """Look up the requests the receiver refused, and why."""
 
 
+_json_option = click.option("--json", "output", flag_value="json",
+                            help="Print JSON, as the admin API answers.")
+_jsonl_option = click.option("--jsonl", "output", flag_value="jsonl",
+                             help="Print one JSON object per line.")
+
+
 def _listing_options(command):
     """The paging, time-range and output options every `list` command shares."""
     options = [
-        click.option("--received-after", help="Only rows received at or after this ISO 8601 instant (UTC if no offset)."),
+        click.option("--received-after",
+                     help="Only rows received at or after this ISO 8601 instant (UTC if no offset)."),
         click.option("--received-before", help="Only rows received before this ISO 8601 instant."),
         click.option("--limit", type=int, default=queries.DEFAULT_LIMIT, show_default=True,
                      help=f"Rows per page (at most {queries.MAX_LIMIT})."),
         click.option("--cursor", help="Start after the page that printed this cursor."),
         click.option("--all", "all_pages", is_flag=True, help="Follow the cursor to the last page."),
-        *_output_options(),
+        _json_option,
+        _jsonl_option,
     ]
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def _output_options():
-    return [click.option("--json", "output", flag_value="json", help="Print JSON, as the admin API does."),
-            click.option("--jsonl", "output", flag_value="jsonl", help="Print one JSON object per line.")]
 
 
 @events_group.command("list")
@@ -136,7 +139,7 @@ def events_list(output, all_pages, format_, **options):
 @events_group.command("show")
 @click.argument("event_id", type=int)
 @click.option("--raw", is_flag=True, help="Write the body exactly as received, nothing else.")
-@_output_options()[0]
+@_json_option
 @with_appcontext
 def events_show(event_id, raw, output):
     """Show one stored event: fields, deliveries, headers and body."""
@@ -145,7 +148,7 @@ def events_show(event_id, raw, output):
 
 
 @events_group.command("stats")
-@_output_options()[0]
+@_json_option
 @with_appcontext
 def events_stats(output):
     """Counts by event type, day and rejection reason, and the delivery ledger."""
@@ -178,7 +181,7 @@ def rejections_list(output, all_pages, **options):
 @rejections_group.command("show")
 @click.argument("rejection_id", type=int)
 @click.option("--raw", is_flag=True, help="Write the body exactly as received, nothing else.")
-@_output_options()[0]
+@_json_option
 @with_appcontext
 def rejections_show(rejection_id, raw, output):
     """Show one refused request: reason, details, headers and body."""

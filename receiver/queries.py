@@ -42,8 +42,16 @@ class Page:
 def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Events matching `filters` (the admin API's query parameters), newest first."""
     filters = filters or {}
-    conditions = [getattr(Event, name) == value for name, value in filters.items()
-                  if name in _EVENT_COLUMNS]
+    keyed = not _KEYS.isdisjoint(filters)
+    conditions = []
+    for name in _EVENT_COLUMNS.intersection(filters):
+        column = getattr(Event, name)
+        if keyed and name not in _KEYS:
+            # With a key to look up by, SQLite (planning without statistics) would still rather
+            # walk the (event_type, received_at, id) index in order than sort the key's few
+            # rows; `|| ''` keeps this term off any index (SQLite's own idiom is a unary +).
+            column = column.concat("")
+        conditions.append(column == filters[name])
     if "source_context_prefix" in filters:
         conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
     conditions += _window(Event, filters, cursor)
@@ -121,6 +129,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 # Query parameters that are plain equality on the column of the same name.
 _EVENT_COLUMNS = {"event_type", "file_id", "source_context", "procedure_task_id", "source_type",
                   "format", "channel", "task_id"}
+# Those that name a handful of events, through an index of their own.
+_KEYS = {"file_id", "source_context", "source_context_prefix", "procedure_task_id", "task_id"}
 
 
 def _window(model, filters, cursor):
