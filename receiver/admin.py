@@ -38,7 +38,8 @@ def show_event(event_id):
 def list_rejections():
     """List refused requests, newest first, one page at a time."""
     filters, limit, cursor = _query(schemas.rejection_query)
-    return schemas.rejection_page.dump(queries.list_rejections(get_session(), filters, limit, cursor))
+    page = queries.list_rejections(get_session(), filters, limit, cursor)
+    return schemas.rejection_page.dump(page)
 
 
 @bp.get("/rejections/<int:rejection_id>")
@@ -66,7 +67,8 @@ def init_app(app):
     """Register the admin API if RECEIVER_ADMIN_TOKENS names at least one token."""
     tokens = app.config["RECEIVER_ADMIN_TOKENS"]
     if isinstance(tokens, str):  # given as in the environment, not as a list
-        tokens = app.config["RECEIVER_ADMIN_TOKENS"] = [t.strip() for t in tokens.split(",") if t.strip()]
+        tokens = [token.strip() for token in tokens.split(",") if token.strip()]
+        app.config["RECEIVER_ADMIN_TOKENS"] = tokens
     if tokens:
         app.register_blueprint(bp)
 
@@ -101,8 +103,9 @@ def _no_store(response):
 def _query(schema):
     repeated = [name for name, values in request.args.lists() if len(values) > 1]
     if repeated:
-        raise ApiError("invalid_parameter", f"Query parameter {repeated[0]!r} is given more than once.",
-                       details={repeated[0]: ["Give this parameter once."]})
+        name = repeated[0]
+        raise ApiError("invalid_parameter", f"Query parameter {name!r} is given more than once.",
+                       details={name: ["Give this parameter once."]})
     try:
         return schema.load(request.args.to_dict())
     except ValidationError as exc:
@@ -120,8 +123,8 @@ def openapi_spec():
     """The OpenAPI document, generated from the admin schemas."""
     spec = APISpec(title="vod-receiver admin API", version="1", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
-                   info={"description": "Read-only queries of the VOD callbacks the receiver stored "
-                                        "and the requests it refused."})
+                   info={"description": "Read-only queries of the VOD callbacks the receiver "
+                                        "stored and the requests it refused."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.options["security"] = [{"bearer": []}]
     spec.components.schema("Error", schema=schemas.ErrorSchema)

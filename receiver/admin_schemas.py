@@ -64,11 +64,13 @@ class EventQuerySchema(_PageQuerySchema):
     event_type = _text(128, metadata={"description": "EventType, e.g. NewFileUpload."})
     file_id = _text(64, metadata={"description": "FileId the event is about."})
     source_context = _text(1000, metadata={"description": "SourceContext, exactly."})
-    source_context_prefix = _text(1000, metadata={"description": "SourceContext starting with this."})
+    source_context_prefix = _text(1000, metadata={
+        "description": "SourceContext starting with this (taken literally: no wildcards)."})
     procedure_task_id = _text(256, metadata={"description": "ProcedureTaskId of the upload."})
     task_id = _text(256, metadata={"description": "TaskId of the event."})
     source_type = _text(64, metadata={"description": "SourceType, e.g. Upload, Record."})
-    format = fields.String(validate=validate.OneOf(FORMATS), metadata={"description": "Body format."})
+    format = fields.String(validate=validate.OneOf(FORMATS),
+                           metadata={"description": "Body format."})
     channel = fields.String(validate=validate.OneOf(CHANNELS),
                             metadata={"description": "How it arrived."})
 
@@ -81,7 +83,8 @@ class EventSummarySchema(Schema):
     id = fields.Integer()
     received_at = fields.DateTime(metadata={"description": "First delivery."})
     last_seen_at = fields.DateTime(metadata={"description": "Latest delivery."})
-    delivery_count = fields.Integer(metadata={"description": "Deliveries of this event (1 + duplicates)."})
+    delivery_count = fields.Integer(
+        metadata={"description": "Deliveries of this event (1 + duplicates)."})
     event_type = fields.String()
     format = fields.String()
     channel = fields.String()
@@ -96,9 +99,11 @@ class EventSummarySchema(Schema):
 class _BodySchema(Schema):
     body_sha256 = fields.String()
     body_size = fields.Integer()
-    body_encoding = fields.Method("_encoding", metadata={"type": "string", "enum": ["utf-8", "base64"]})
-    body = fields.Method("_body", metadata={"type": "string", "description": "Exactly as received: text if valid "
-                                                          "UTF-8, else base64 (body_encoding)."})
+    body_encoding = fields.Method("_encoding",
+                                  metadata={"type": "string", "enum": ["utf-8", "base64"]})
+    body = fields.Method("_body", metadata={
+        "type": "string",
+        "description": "Exactly as received: text if valid UTF-8, else base64 (body_encoding)."})
     headers = fields.Dict(keys=fields.String(), values=fields.String())
     content_type = fields.String(allow_none=True)
     remote_addr = fields.String(allow_none=True)
@@ -133,7 +138,8 @@ class RejectionSummarySchema(Schema):
     id = fields.Integer()
     received_at = fields.DateTime()
     reason = fields.String()
-    status_code = fields.Integer(metadata={"description": "The status the request was answered with."})
+    status_code = fields.Integer(
+        metadata={"description": "The status the request was answered with."})
     message = fields.String()
     channel = fields.String()
     method = fields.String()

@@ -102,12 +102,14 @@ def _listing_options(command):
     """The paging, time-range and output options every `list` command shares."""
     options = [
         click.option("--received-after",
-                     help="Only rows received at or after this ISO 8601 instant (UTC if no offset)."),
+                     help="Only rows received at or after this ISO 8601 instant "
+                          "(UTC if no offset)."),
         click.option("--received-before", help="Only rows received before this ISO 8601 instant."),
         click.option("--limit", type=int, default=queries.DEFAULT_LIMIT, show_default=True,
                      help=f"Rows per page (at most {queries.MAX_LIMIT})."),
         click.option("--cursor", help="Start after the page that printed this cursor."),
-        click.option("--all", "all_pages", is_flag=True, help="Follow the cursor to the last page."),
+        click.option("--all", "all_pages", is_flag=True,
+                     help="Follow the cursor to the last page."),
         _json_option,
         _jsonl_option,
     ]
@@ -173,8 +175,8 @@ def events_stats(output):
 @with_appcontext
 def rejections_list(output, all_pages, **options):
     """List refused requests, newest first."""
-    _list(queries.list_rejections, admin_schemas.rejection_query, admin_schemas.RejectionSummarySchema,
-          options, output, all_pages,
+    _list(queries.list_rejections, admin_schemas.rejection_query,
+          admin_schemas.RejectionSummarySchema, options, output, all_pages,
           ("id", "received_at", "reason", "status_code", "message", "remote_addr", "body_size"))
 
 

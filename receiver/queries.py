@@ -79,29 +79,29 @@ def get_rejection(session, rejection_id) -> Rejection | None:
 
 def stats(session) -> dict:
     """Counts by event type, by day and by rejection reason, and the delivery ledger."""
-    by_type = session.execute(
-        select(Event.event_type, func.count(), func.sum(Event.delivery_count))
-        .group_by(Event.event_type).order_by(Event.event_type)
-    ).all()
-    by_reason = session.execute(
-        select(Rejection.reason, func.count()).group_by(Rejection.reason).order_by(Rejection.reason)
-    ).all()
-    days = {}
-    event_day, rejection_day = _day(session, Event.received_at), _day(session, Rejection.received_at)
-    for day, count, deliveries in session.execute(
-        select(event_day, func.count(), func.sum(Event.delivery_count)).group_by(event_day)
+    # One pass over the events (grouped by both at once): counting duplicates reads every row.
+    event_day = _day(session, Event.received_at)
+    rejection_day = _day(session, Rejection.received_at)
+    by_type, by_day = {}, {}
+    for event_type, day, count, deliveries in session.execute(
+        select(Event.event_type, event_day, func.count(), func.sum(Event.delivery_count))
+        .group_by(Event.event_type, event_day)
     ):
-        days[day] = {"day": day, "events": count, "duplicates": deliveries - count, "rejections": 0}
+        _add(by_type, event_type, {"event_type": event_type, "events": count,
+                                   "duplicates": deliveries - count})
+        _add(by_day, day, {"day": day, "events": count, "duplicates": deliveries - count,
+                           "rejections": 0})
+    by_reason = dict(session.execute(
+        select(Rejection.reason, func.count()).group_by(Rejection.reason)).all())
     for day, count in session.execute(select(rejection_day, func.count()).group_by(rejection_day)):
-        days.setdefault(day, {"day": day, "events": 0, "duplicates": 0, "rejections": 0})
-        days[day]["rejections"] = count
-    events = sum(count for _type, count, _deliveries in by_type)
-    duplicates = sum(deliveries for _type, _count, deliveries in by_type) - events
-    rejections = sum(count for _reason, count in by_reason)
+        _add(by_day, day, {"day": day, "events": 0, "duplicates": 0, "rejections": count})
+    events = sum(row["events"] for row in by_type.values())
+    duplicates = sum(row["duplicates"] for row in by_type.values())
+    rejections = sum(by_reason.values())
     return {
-        "by_event_type": [{"event_type": t, "events": c, "duplicates": d - c} for t, c, d in by_type],
-        "by_day": [days[day] for day in sorted(days, reverse=True)],
-        "rejections_by_reason": [{"reason": r, "rejections": c} for r, c in by_reason],
+        "by_event_type": [by_type[key] for key in sorted(by_type)],
+        "by_day": [by_day[key] for key in sorted(by_day, reverse=True)],
+        "rejections_by_reason": [{"reason": r, "rejections": by_reason[r]} for r in sorted(by_reason)],
         # Every delivery that reached the database is exactly one of these three.
         "ledger": {"deliveries": events + duplicates + rejections, "events": events,
                    "duplicates": duplicates, "rejections": rejections},
@@ -194,3 +194,13 @@ def _day(session, column):
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     # SQLite keeps UTC datetimes as ISO text: the day is its first ten characters.
     return func.substr(column, 1, 10)
+
+
+def _add(totals, key, counts):
+    # Sum the counts of `counts` into totals[key] (the names in it stay as they are).
+    if key not in totals:
+        totals[key] = counts
+        return
+    for name, value in counts.items():
+        if isinstance(value, int):
+            totals[key][name] += value
