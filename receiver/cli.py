@@ -166,7 +166,7 @@ def events_stats(output):
     for title, rows in (("by event type", data["by_event_type"]), ("by day (UTC)", data["by_day"]),
                         ("rejections by reason", data["rejections_by_reason"])):
         if rows:
-            click.echo(f"\n{title}:\n{tabulate(rows, headers='keys')}")
+            click.echo(f"\n{title}:\n{_table(rows, headers='keys')}")
 
 
 @rejections_group.command("list")
@@ -213,7 +213,7 @@ def _list(query, arguments, schema, options, output, all_pages, columns):
     if output == "json":
         _echo_json({"items": items, "next_cursor": cursor})
     elif output != "jsonl":
-        click.echo(tabulate([[item[c] for c in columns] for item in items], headers=columns))
+        click.echo(_table([[item[c] for c in columns] for item in items], headers=columns))
         if cursor:
             click.echo(f"more: --cursor {cursor}", err=True)
 
@@ -228,9 +228,14 @@ def _show(row, what, schema, raw, output):
     if output == "json":
         return _echo_json(data)
     headers, body = data.pop("headers"), data.pop("body")
-    click.echo(tabulate(data.items(), tablefmt="plain"))
-    click.echo("\nheaders:\n" + tabulate(headers.items(), tablefmt="plain"))
+    click.echo(_table(data.items(), tablefmt="plain"))
+    click.echo("\nheaders:\n" + _table(headers.items(), tablefmt="plain"))
     click.echo(f"\nbody ({data['body_encoding']}):\n{body}")
+
+
+def _table(rows, **kwargs):
+    # IDs stay as sent: "0123" is not the number 123, nor 5285890784273533167 a float.
+    return tabulate(rows, disable_numparse=True, **kwargs)
 
 
 def _echo_json(data):

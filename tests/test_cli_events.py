@@ -18,6 +18,12 @@ def test_events_list_finds_an_upload_by_source_context_in_a_table(app, runner):
     assert row.split()[2:] == ["NewFileUpload", "v3", "push", "f42", "order-42", "proc-42", "1"]
 
 
+def test_ids_are_printed_as_sent(app, runner):
+    deliver(app, upload_body("000123", source_context="1e5"))
+    row = runner.invoke(args=["events", "list"]).output.splitlines()[2].split()
+    assert row[5:7] == ["000123", "1e5"]
+
+
 def test_events_list_json_matches_the_admin_api(app, runner, client):
     for n in range(3):
         upload(app, n)
