@@ -121,6 +121,9 @@ def _not_found(what):
 @functools.cache
 def openapi_spec():
     """The OpenAPI document, generated from the admin schemas."""
+    # apispec rather than flask-smorest: smorest would wrap the blueprint, bring webargs and
+    # its own error handler and error shape, and page by offset; apispec only turns the
+    # marshmallow schemas into the document, and the views stay plain Flask.
     spec = APISpec(title="vod-receiver admin API", version="1", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
                    info={"description": "Read-only queries of the VOD callbacks the receiver "
