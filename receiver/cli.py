@@ -214,8 +214,8 @@ def _list(query, arguments, schema, options, output, all_pages, columns):
         _echo_json({"items": items, "next_cursor": cursor})
     elif output != "jsonl":
         click.echo(_table([[item[c] for c in columns] for item in items], headers=columns))
-        if cursor:
-            click.echo(f"more: --cursor {cursor}", err=True)
+    if cursor and output != "json":  # on stderr: stdout stays a table or JSON lines
+        click.echo(f"more: --cursor {cursor}", err=True)
 
 
 def _show(row, what, schema, raw, output):

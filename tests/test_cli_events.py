@@ -43,13 +43,14 @@ def test_events_list_pages_with_the_printed_cursor_and_follows_all(app, runner):
     for n in range(5):
         upload(app, n, minutes=0)
     first = runner.invoke(args=["events", "list", "--limit", "2", "--jsonl"])
-    assert [json.loads(line)["file_id"] for line in first.output.splitlines()] == ["f4", "f3"]
+    assert [json.loads(line)["file_id"] for line in first.stdout.splitlines()] == ["f4", "f3"]
+    assert first.stderr.startswith("more: --cursor ")
     table = runner.invoke(args=["events", "list", "--limit", "2"])
     cursor = table.stderr.split("--cursor ")[1].strip()
     second = runner.invoke(args=["events", "list", "--limit", "2", "--cursor", cursor, "--jsonl"])
-    assert [json.loads(line)["file_id"] for line in second.output.splitlines()] == ["f2", "f1"]
+    assert [json.loads(line)["file_id"] for line in second.stdout.splitlines()] == ["f2", "f1"]
     everything = runner.invoke(args=["events", "list", "--limit", "2", "--all", "--jsonl"])
-    assert [json.loads(line)["file_id"] for line in everything.output.splitlines()] == [
+    assert [json.loads(line)["file_id"] for line in everything.stdout.splitlines()] == [
         "f4", "f3", "f2", "f1", "f0"]
     assert json.loads(runner.invoke(args=["events", "list", "--all", "--limit", "2", "--json"]
                                     ).output)["next_cursor"] is None
@@ -97,7 +98,7 @@ def test_rejections_list_and_show_say_why(app, runner):
     deliver(app, b"\x00\xc3( binary", received_at=T0)
     deliver(app, b"[1]", received_at=T0 + timedelta(minutes=1))
     listed = runner.invoke(args=["rejections", "list", "--reason", "invalid_json", "--jsonl"])
-    [line] = listed.output.splitlines()
+    [line] = listed.stdout.splitlines()
     rejection = json.loads(line)
     assert rejection["reason"] == "invalid_json" and rejection["status_code"] == 400
     table = runner.invoke(args=["rejections", "list"]).output
