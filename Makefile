@@ -28,3 +28,9 @@ fuzz: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Admin query latency over 1,000,000 events; add BENCH_ARGS="--database-url postgresql+psycopg://
+# postgres@127.0.0.1:5432/vodr_bench_q" for PostgreSQL (the database is created and dropped).
+.PHONY: bench-queries
+bench-queries: install
+	$(BIN)/python -m bench.queries $(BENCH_ARGS)

@@ -1,1 +1,1 @@
-"""Benchmarks and the fuzz run (python -m bench.fuzz), run from the checkout."""
+"""Benchmarks and the fuzz run: `python -m bench.<name>` from the checkout (see the README)."""

@@ -1,12 +1,15 @@
 """The `vod-receiver` command: a Flask CLI group with the receiver's commands."""
+import json
 import os
 import sys
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from marshmallow import ValidationError
+from tabulate import tabulate
 
-from . import db, spool
+from . import admin_schemas, db, queries, spool
 
 
 def _create_app():
@@ -79,6 +82,166 @@ def spool_status():
     click.echo(f"{spool.depth(spool_dir)} waiting in {spool_dir}")
 
 
+@click.group("events")
+def events_group():
+    """Look up the VOD events the receiver stored."""
+
+
+@click.group("rejections")
+def rejections_group():
+    """Look up the requests the receiver refused, and why."""
+
+
+_json_option = click.option("--json", "output", flag_value="json",
+                            help="Print JSON, as the admin API answers.")
+_jsonl_option = click.option("--jsonl", "output", flag_value="jsonl",
+                             help="Print one JSON object per line.")
+
+
+def _listing_options(command):
+    """The paging, time-range and output options every `list` command shares."""
+    options = [
+        click.option("--received-after",
+                     help="Only rows received at or after this ISO 8601 instant "
+                          "(UTC if no offset)."),
+        click.option("--received-before", help="Only rows received before this ISO 8601 instant."),
+        click.option("--limit", type=int, default=queries.DEFAULT_LIMIT, show_default=True,
+                     help=f"Rows per page (at most {queries.MAX_LIMIT})."),
+        click.option("--cursor", help="Start after the page that printed this cursor."),
+        click.option("--all", "all_pages", is_flag=True,
+                     help="Follow the cursor to the last page."),
+        _json_option,
+        _jsonl_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@events_group.command("list")
+@click.option("--event-type", help="EventType, e.g. NewFileUpload.")
+@click.option("--file-id", help="FileId the event is about.")
+@click.option("--source-context", help="SourceContext, exactly.")
+@click.option("--source-context-prefix", help="SourceContext starting with this.")
+@click.option("--procedure-task-id", help="ProcedureTaskId of the upload.")
+@click.option("--task-id", help="TaskId of the event.")
+@click.option("--source-type", help="SourceType, e.g. Upload or Record.")
+@click.option("--format", "format_", type=click.Choice(admin_schemas.FORMATS), help="Body format.")
+@click.option("--channel", type=click.Choice(admin_schemas.CHANNELS), help="How the event arrived.")
+@_listing_options
+@with_appcontext
+def events_list(output, all_pages, format_, **options):
+    """List stored events, newest first, with the admin API's filters."""
+    _list(queries.list_events, admin_schemas.event_query, admin_schemas.EventSummarySchema,
+          {**options, "format": format_}, output, all_pages,
+          ("id", "received_at", "event_type", "format", "channel", "file_id", "source_context",
+           "procedure_task_id", "delivery_count"))
+
+
+@events_group.command("show")
+@click.argument("event_id", type=int)
+@click.option("--raw", is_flag=True, help="Write the body exactly as received, nothing else.")
+@_json_option
+@with_appcontext
+def events_show(event_id, raw, output):
+    """Show one stored event: fields, deliveries, headers and body."""
+    with db.session_factory()() as session:
+        _show(queries.get_event(session, event_id), "event", admin_schemas.event, raw, output)
+
+
+@events_group.command("stats")
+@_json_option
+@with_appcontext
+def events_stats(output):
+    """Counts by event type, day and rejection reason, and the delivery ledger."""
+    with db.session_factory()() as session:
+        data = queries.stats(session)
+    data["spool_depth"] = spool.depth(current_app.config["RECEIVER_SPOOL_DIR"])
+    if output == "json":
+        return _echo_json(admin_schemas.stats.dump(data))
+    ledger = data["ledger"]
+    click.echo(f"deliveries {ledger['deliveries']} = events {ledger['events']} + duplicates "
+               f"{ledger['duplicates']} + rejections {ledger['rejections']}; "
+               f"{data['spool_depth']} waiting in the spool")
+    for title, rows in (("by event type", data["by_event_type"]), ("by day (UTC)", data["by_day"]),
+                        ("rejections by reason", data["rejections_by_reason"])):
+        if rows:
+            click.echo(f"\n{title}:\n{_table(rows, headers='keys')}")
+
+
+@rejections_group.command("list")
+@click.option("--reason", help="Why it was refused, e.g. invalid_json.")
+@_listing_options
+@with_appcontext
+def rejections_list(output, all_pages, **options):
+    """List refused requests, newest first."""
+    _list(queries.list_rejections, admin_schemas.rejection_query,
+          admin_schemas.RejectionSummarySchema, options, output, all_pages,
+          ("id", "received_at", "reason", "status_code", "message", "remote_addr", "body_size"))
+
+
+@rejections_group.command("show")
+@click.argument("rejection_id", type=int)
+@click.option("--raw", is_flag=True, help="Write the body exactly as received, nothing else.")
+@_json_option
+@with_appcontext
+def rejections_show(rejection_id, raw, output):
+    """Show one refused request: reason, details, headers and body."""
+    with db.session_factory()() as session:
+        _show(queries.get_rejection(session, rejection_id), "rejection", admin_schemas.rejection,
+              raw, output)
+
+
+def _list(query, arguments, schema, options, output, all_pages, columns):
+    try:
+        filters, limit, cursor = arguments.load({k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        name, problems = next(iter(exc.messages.items()))
+        raise click.UsageError(f"--{name.replace('_', '-')}: {' '.join(problems)}") from None
+    items, dump = [], schema(many=True).dump
+    with db.session_factory()() as session:
+        while True:
+            page = query(session, filters, limit, cursor)
+            cursor = page.next_cursor
+            if output == "jsonl":  # streamed: --all over a large table starts printing at once
+                for item in dump(page.items):
+                    _echo_json(item)
+            else:
+                items += dump(page.items)
+            if not (all_pages and cursor):
+                break
+    if output == "json":
+        _echo_json({"items": items, "next_cursor": cursor})
+    elif output != "jsonl":
+        click.echo(_table([[item[c] for c in columns] for item in items], headers=columns))
+    if cursor and output != "json":  # on stderr: stdout stays a table or JSON lines
+        click.echo(f"more: --cursor {cursor}", err=True)
+
+
+def _show(row, what, schema, raw, output):
+    if row is None:
+        raise click.ClickException(f"no {what} with this id")
+    if raw:
+        click.echo(row.body, nl=False)  # bytes: written to the binary stream unchanged
+        return
+    data = schema.dump(row)
+    if output == "json":
+        return _echo_json(data)
+    headers, body = data.pop("headers"), data.pop("body")
+    click.echo(_table(data.items(), tablefmt="plain"))
+    click.echo("\nheaders:\n" + _table(headers.items(), tablefmt="plain"))
+    click.echo(f"\nbody ({data['body_encoding']}):\n{body}")
+
+
+def _table(rows, **kwargs):
+    # IDs stay as sent: "0123" is not the number 123, nor 5285890784273533167 a float.
+    return tabulate(rows, disable_numparse=True, **kwargs)
+
+
+def _echo_json(data):
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
 @click.command("serve")
 @click.option("--bind", "-b", help="Address to listen on (default: RECEIVER_BIND or 127.0.0.1:8000).")
 @click.option("--workers", "-w", type=int, help="Worker processes (default: RECEIVER_WORKERS or from CPUs).")
@@ -105,7 +268,7 @@ def _safe_url():
 
 def init_app(app):
     """Add the receiver's commands to the app's CLI."""
-    for command in (db_group, spool_group, serve):
+    for command in (db_group, spool_group, events_group, rejections_group, serve):
         app.cli.add_command(command)
 
 

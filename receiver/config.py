@@ -41,6 +41,9 @@ def from_env():
         "VOD_SIGN_KEYS": os.environ.get("VOD_SIGN_KEYS", ""),
         "RECEIVER_SIGN_CLOCK_SKEW": _int("RECEIVER_SIGN_CLOCK_SKEW", DEFAULT_SIGN_CLOCK_SKEW),
         "RECEIVER_ALLOWED_CIDRS": os.environ.get("RECEIVER_ALLOWED_CIDRS", ""),
+        # Bearer tokens for the read-only admin API, comma-separated so a new one can be added
+        # before the old one is removed. None: the admin API does not exist (404), never open.
+        "RECEIVER_ADMIN_TOKENS": os.environ.get("RECEIVER_ADMIN_TOKENS", ""),
     }
 
 
@@ -59,6 +62,7 @@ def check(config):
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
     config["RECEIVER_CALLBACK_TOKENS"] = tokens
     config["VOD_SIGN_KEYS"] = _list(config["VOD_SIGN_KEYS"])
+    config["RECEIVER_ADMIN_TOKENS"] = _list(config["RECEIVER_ADMIN_TOKENS"])
     try:
         config["RECEIVER_ALLOWED_CIDRS"] = auth.parse_networks(_list(config["RECEIVER_ALLOWED_CIDRS"]))
     except ValueError as exc:

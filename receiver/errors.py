@@ -5,6 +5,17 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from .events import Refusal
 
 
+class ApiError(Exception):
+    """An error a view raises to answer in the one shape, e.g. a bad query parameter."""
+
+    def __init__(self, code, message, status=400, details=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details
+
+
 def error_response(code, message, status, details=None):
     """Build the one error shape; views raise instead of calling this."""
     error = {"code": code, "message": message}
@@ -16,12 +27,17 @@ def error_response(code, message, status, details=None):
 def init_app(app):
     """Register the handlers that turn every error into the JSON shape."""
     app.register_error_handler(Refusal, _refusal)
+    app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(InternalServerError, _internal_error)
 
 
 def _refusal(exc):
     return (*error_response(exc.reason, exc.message, exc.status, exc.details), exc.headers or {})
+
+
+def _api_error(exc):
+    return error_response(exc.code, exc.message, exc.status, exc.details)
 
 
 def _http_error(exc):

@@ -74,7 +74,7 @@ class Event(DeliveryColumns, Base):
     # NewFileUpload fields, from either format.
     media_url: Mapped[Optional[str]] = mapped_column(Text)
     source_type: Mapped[Optional[str]] = mapped_column(String(64))
-    source_context: Mapped[Optional[str]] = mapped_column(String(1000), index=True)
+    source_context: Mapped[Optional[str]] = mapped_column(String(1000))
     procedure_task_id: Mapped[Optional[str]] = mapped_column(String(256), index=True)
     review_audio_video_task_id: Mapped[Optional[str]] = mapped_column(String(256))
     media_name: Mapped[Optional[str]] = mapped_column(Text)
@@ -92,6 +92,9 @@ class Event(DeliveryColumns, Base):
     __table_args__ = (
         Index(None, "event_type", "received_at", "id"),
         Index(None, "received_at", "id"),
+        # PostgreSQL: the pattern operator class compares bytes whatever the collation, so the
+        # admin API's SourceContext prefix range uses this index too (queries._prefix).
+        Index(None, "source_context", postgresql_ops={"source_context": "varchar_pattern_ops"}),
     )
 
 

@@ -1,0 +1,206 @@
+"""Queries over stored events and rejections, shared by the admin API and the CLI.
+
+Listings are newest first and paged by keyset on (received_at, id): a cursor names the last row
+of a page and the next page starts strictly after it, so a deep page costs what the first one
+does (no OFFSET scan) and rows arriving meanwhile neither shift nor repeat entries.
+"""
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import and_, func, or_, select
+
+from .models import Event, Rejection
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_ID = 2**63 - 1
+_TOP = "\U0010ffff"  # the highest code point
+
+EVENT_SUMMARY = (Event.id, Event.received_at, Event.last_seen_at, Event.event_type, Event.format,
+                 Event.channel, Event.status, Event.file_id, Event.task_id, Event.source_type,
+                 Event.source_context, Event.procedure_task_id, Event.delivery_count)
+REJECTION_SUMMARY = (Rejection.id, Rejection.received_at, Rejection.reason, Rejection.status_code,
+                     Rejection.message, Rejection.channel, Rejection.method, Rejection.path,
+                     Rejection.remote_addr, Rejection.body_size, Rejection.body_truncated)
+
+
+class InvalidCursor(ValueError):
+    """A cursor that this service did not hand out."""
+
+
+@dataclass
+class Page:
+    """One page of a listing and the cursor of the next (None on the last page)."""
+
+    items: list
+    next_cursor: str | None
+
+
+def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
+    """Events matching `filters` (the admin API's query parameters), newest first."""
+    filters = filters or {}
+    keyed = not _KEYS.isdisjoint(filters)
+    conditions = []
+    for name in _EVENT_COLUMNS.intersection(filters):
+        column = getattr(Event, name)
+        if keyed and name not in _KEYS:
+            # With a key to look up by, SQLite (planning without statistics) would still rather
+            # walk the (event_type, received_at, id) index in order than sort the key's few
+            # rows; `|| ''` keeps this term off any index (SQLite's own idiom is a unary +).
+            column = column.concat("")
+        conditions.append(column == filters[name])
+    if "source_context_prefix" in filters:
+        conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
+    conditions += _window(Event, filters, cursor)
+    return _page(session, EVENT_SUMMARY, Event, conditions, limit)
+
+
+def list_rejections(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
+    """Rejections matching `filters` (reason, time range), newest first."""
+    filters = filters or {}
+    conditions = _window(Rejection, filters, cursor)
+    if "reason" in filters:
+        conditions.append(Rejection.reason == filters["reason"])
+    return _page(session, REJECTION_SUMMARY, Rejection, conditions, limit)
+
+
+def get_event(session, event_id) -> Event | None:
+    """The stored event with `event_id`, or None."""
+    return session.get(Event, event_id) if 0 < event_id <= MAX_ID else None
+
+
+def get_rejection(session, rejection_id) -> Rejection | None:
+    """The recorded rejection with `rejection_id`, or None."""
+    return session.get(Rejection, rejection_id) if 0 < rejection_id <= MAX_ID else None
+
+
+def stats(session) -> dict:
+    """Counts by event type, by day and by rejection reason, and the delivery ledger."""
+    # One pass over the events (grouped by both at once): counting duplicates reads every row.
+    event_day = _day(session, Event.received_at)
+    rejection_day = _day(session, Rejection.received_at)
+    by_type, by_day = {}, {}
+    for event_type, day, count, deliveries in session.execute(
+        select(Event.event_type, event_day, func.count(), func.sum(Event.delivery_count))
+        .group_by(Event.event_type, event_day)
+    ):
+        _add(by_type, event_type, {"event_type": event_type, "events": count,
+                                   "duplicates": deliveries - count})
+        _add(by_day, day, {"day": day, "events": count, "duplicates": deliveries - count,
+                           "rejections": 0})
+    by_reason = dict(session.execute(
+        select(Rejection.reason, func.count()).group_by(Rejection.reason)).all())
+    for day, count in session.execute(select(rejection_day, func.count()).group_by(rejection_day)):
+        _add(by_day, day, {"day": day, "events": 0, "duplicates": 0, "rejections": count})
+    events = sum(row["events"] for row in by_type.values())
+    duplicates = sum(row["duplicates"] for row in by_type.values())
+    rejections = sum(by_reason.values())
+    return {
+        "by_event_type": [by_type[key] for key in sorted(by_type)],
+        "by_day": [by_day[key] for key in sorted(by_day, reverse=True)],
+        "rejections_by_reason": [{"reason": r, "rejections": by_reason[r]} for r in sorted(by_reason)],
+        # Every delivery that reached the database is exactly one of these three.
+        "ledger": {"deliveries": events + duplicates + rejections, "events": events,
+                   "duplicates": duplicates, "rejections": rejections},
+    }
+
+
+def encode_cursor(received_at: datetime, row_id: int) -> str:
+    """The opaque cursor naming the row at (received_at, row_id)."""
+    text = json.dumps({"r": received_at.astimezone(timezone.utc).isoformat(), "i": row_id})
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """(received_at, id) from a cursor made by encode_cursor; InvalidCursor if it is not one."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        received_at, row_id = datetime.fromisoformat(data["r"]), data["i"]
+    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
+        raise InvalidCursor("Not a cursor from a previous page.") from exc
+    if received_at.tzinfo is None or type(row_id) is not int or not 0 < row_id <= MAX_ID:
+        raise InvalidCursor("Not a cursor from a previous page.")
+    return received_at, row_id
+
+
+# Query parameters that are plain equality on the column of the same name.
+_EVENT_COLUMNS = {"event_type", "file_id", "source_context", "procedure_task_id", "source_type",
+                  "format", "channel", "task_id"}
+# Those that name a handful of events, through an index of their own.
+_KEYS = {"file_id", "source_context", "source_context_prefix", "procedure_task_id", "task_id"}
+
+
+def _window(model, filters, cursor):
+    # The time range and the keyset, with a single upper bound on received_at: given two,
+    # SQLite's planner ranges its index on one of them only, and ranging on received_before
+    # instead of the cursor means walking every row above a deep page to reach it.
+    conditions = []
+    if "received_after" in filters:
+        conditions.append(model.received_at >= filters["received_after"])
+    before = filters.get("received_before")
+    if cursor is not None:
+        received_at, row_id = decode_cursor(cursor)
+        if before is None or received_at < before:
+            # Not a row-value comparison: `received_at <= r` is an index range on every backend,
+            # and the OR only sorts out rows sharing that instant.
+            return [*conditions, model.received_at <= received_at,
+                    or_(model.received_at < received_at, model.id < row_id)]
+    if before is not None:  # a cursor at or above it: every row in range is past the cursor
+        conditions.append(model.received_at < before)
+    return conditions
+
+
+def _page(session, columns, model, conditions, limit):
+    rows = session.execute(
+        select(*columns).where(and_(True, *conditions))
+        .order_by(model.received_at.desc(), model.id.desc()).limit(limit + 1)
+    ).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].received_at, rows[-1].id)
+    return Page(rows, next_cursor)
+
+
+def _prefix(session, column, prefix):
+    # A range, not LIKE: no escaping, and a btree index answers it. Both ends compare in code
+    # point order (= UTF-8 byte order): SQLite's BINARY collation does, and on PostgreSQL the
+    # pattern operators do whatever the database collation; under one such as en_US plain <
+    # and >= do not keep prefixes together. The index has the matching operator class (0004).
+    end = prefix_end(prefix)
+    if session.get_bind().dialect.name == "postgresql":
+        at_least, below = column.op("~>=~"), column.op("~<~")
+    else:
+        at_least, below = column.__ge__, column.__lt__
+    return and_(at_least(prefix), below(end)) if end is not None else at_least(prefix)
+
+
+def prefix_end(prefix):
+    """The least string above every string that starts with `prefix`; None if there is none."""
+    stem = prefix.rstrip(_TOP)
+    if not stem:
+        return None
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters: skip to the next one
+        following = 0xE000
+    return stem[:-1] + chr(following)
+
+
+def _day(session, column):
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    # SQLite keeps UTC datetimes as ISO text: the day is its first ten characters.
+    return func.substr(column, 1, 10)
+
+
+def _add(totals, key, counts):
+    # Sum the counts of `counts` into totals[key] (the names in it stay as they are).
+    if key not in totals:
+        totals[key] = counts
+        return
+    for name, value in counts.items():
+        if isinstance(value, int):
+            totals[key][name] += value
