@@ -25,10 +25,13 @@ def create_app(config=None):
         # entry is whatever the client chose to send.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["RECEIVER_TRUSTED_PROXIES"])
 
-    from . import callbacks, cli, db, errors
+    from . import callbacks, cli, db, errors, health, logs, metrics
 
+    logs.init_app(app)
     db.init_app(app)
     errors.init_app(app)
+    metrics.init_app(app)
+    health.init_app(app)
     app.register_blueprint(callbacks.bp)
     cli.init_app(app)
     return app

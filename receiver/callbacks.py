@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import spool, store
 from .db import get_session
 from .events import Refusal
+from .telemetry import observe
 
 bp = Blueprint("callbacks", __name__)
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ _drainer_lock = threading.Lock()
 def receive():
     """Receive one VOD callback (v3 or legacy v2) and store it before answering."""
     delivery, refusal = read_delivery()
-    verdict, _outcome = record(delivery, refusal)
+    verdict, outcome = record(delivery, refusal)
+    observe(delivery, verdict, outcome)
     if isinstance(verdict, Refusal):
         raise verdict
     # VOD ignores the answer (vod-spec §4); {} is what its docs show.

@@ -27,4 +27,9 @@ def from_env():
         # database must end well before that: the request is then spooled instead.
         "RECEIVER_DB_TIMEOUT_MS": _int("RECEIVER_DB_TIMEOUT_MS", 2000),
         "RECEIVER_SPOOL_DRAIN_INTERVAL": _int("RECEIVER_SPOOL_DRAIN_INTERVAL", 10),
+        # json, text, or auto: text when stderr is a terminal, JSON lines otherwise.
+        "RECEIVER_LOG_FORMAT": os.environ.get("RECEIVER_LOG_FORMAT") or "auto",
+        # Read by prometheus_client itself; gunicorn_conf sets it to a fresh folder. Set, the
+        # metrics are summed over every worker process; unset, each app counts on its own.
+        "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }
