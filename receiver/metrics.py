@@ -5,6 +5,7 @@ multiprocess mode (PROMETHEUS_MULTIPROC_DIR, prepared by gunicorn_conf) keeps th
 a scrape sums, whichever worker answers it. Without it (tests, `flask run`) each app has a
 registry of its own, so apps created side by side never share counts.
 """
+import os
 import re
 
 from flask import Blueprint, Response, current_app
@@ -89,6 +90,9 @@ class SpoolDepth:
 
 def init_app(app):
     """Give `app` its metrics and the /metrics endpoint."""
+    if app.config["PROMETHEUS_MULTIPROC_DIR"]:
+        # Metrics write their files as they are created, before gunicorn's hook could make it.
+        os.makedirs(app.config["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     registry = CollectorRegistry()
     app.extensions["receiver.metrics"] = Metrics(registry)
     if app.config["PROMETHEUS_MULTIPROC_DIR"]:

@@ -1,0 +1,253 @@
+"""Ingest benchmark: the receiver against the floor of its stack, on SQLite and PostgreSQL.
+
+    python -m bench.ingest [--pairs 4] [--seconds 10] [--connections 16] [--workers 2]
+
+Starts, on loopback, gunicorn serving the receiver and gunicorn serving bench/floor.py (a Flask
+app that only parses the JSON body) with the same settings and worker count, then drives both
+with the same load generator in interleaved runs A B A B, so drift of a shared machine falls on
+both alike. Prints requests/s, the receiver/floor ratio (median of the pairs), p50/p99 latency,
+a check that every acknowledged callback is in the database, and worker memory (RSS) as the
+callback count grows. PostgreSQL is measured too when RECEIVER_BENCH_POSTGRES_URL names a
+server (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); the benchmark creates and
+drops its own database there.
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from receiver import db, spool
+
+from . import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("RECEIVER_SAMPLES_DIR", ROOT.parent / "shared" / "samples"))
+BENCH_DATABASE = "vodr_bench_ingest"
+GOALS = {"sqlite": 0.5, "postgresql": 0.35}
+P99_GOAL_MS = 50
+MEMORY_CHECKPOINTS = (10_000, 50_000, 100_000)
+
+
+def main(argv=None):
+    """Run the benchmark and print its figures."""
+    options = _parser().parse_args(argv)
+    sample = _sample_path(options.sample)
+    databases = ["sqlite"] + (["postgresql"] if os.environ.get("RECEIVER_BENCH_POSTGRES_URL") else [])
+    print(f"vod-receiver ingest benchmark: {os.cpu_count()} CPUs, {options.workers} sync workers "
+          f"each, {options.connections} connections, load generator {load.name()}, "
+          f"{options.pairs} pairs x {options.seconds} s, body {sample.name} (unique FileId)")
+    if "postgresql" not in databases:
+        print("PostgreSQL: skipped (set RECEIVER_BENCH_POSTGRES_URL to a server URL to include it)")
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="vodr-bench-") as scratch:
+        scratch = Path(scratch)
+        template = scratch / "body.json"
+        template.write_bytes(_template(sample))
+        for kind in databases:
+            with _database(kind, scratch) as url:
+                summaries.append(_bench_database(kind, url, template, scratch / kind, options))
+    print("\nSummary")
+    for line in summaries:
+        print(line)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=4, help="A/B pairs of runs (default 4)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each run (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (16)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="load generator threads (default 1: leaves the CPUs to the servers)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server (2)")
+    parser.add_argument("--port", type=int, default=18500, help="receiver port; floor = port+1")
+    parser.add_argument("--memory-callbacks", type=int, default=MEMORY_CHECKPOINTS[-1],
+                        help="drive the receiver to this many callbacks, sampling worker RSS "
+                             "(default 100000; 0 skips)")
+    parser.add_argument("--sample", help="NewFileUpload body (default: the v3 sample)")
+    return parser
+
+
+def _bench_database(kind, url, template, folder, options):
+    folder.mkdir(parents=True)
+    print(f"\n== {kind} ({make_url(url).render_as_string(hide_password=True)})")
+    db.upgrade(url)
+    receiver_url = f"http://127.0.0.1:{options.port}/callbacks/vod"
+    floor_url = f"http://127.0.0.1:{options.port + 1}/callbacks/vod"
+    env = {"RECEIVER_DATABASE_URL": url, "RECEIVER_SPOOL_DIR": str(folder / "spool"),
+           "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics"), "RECEIVER_LOG_FORMAT": "json"}
+    engine = create_engine(url)
+    try:
+        with _gunicorn("receiver:create_app()", options.port, options.workers, env, folder / "receiver") as receiver, \
+                _gunicorn("bench.floor:app", options.port + 1, options.workers, {}, folder / "floor"):
+            _wait_until_up(f"http://127.0.0.1:{options.port}/readyz")
+            _wait_until_up(f"http://127.0.0.1:{options.port + 1}/livez")
+            runs = _Runs(template, options)
+            runs.drive(receiver_url, 2)  # warm up: imports, connection pools, page cache
+            runs.drive(floor_url, 2)
+            pairs, lost = [], 0
+            print(f"{'pair':>4}  {'receiver rps':>12} {'p50 ms':>7} {'p99 ms':>7}  "
+                  f"{'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7}  {'ratio':>5}  acknowledged/stored")
+            for pair in range(1, options.pairs + 1):
+                before = _stored(engine, env)
+                a = runs.drive(receiver_url, options.seconds)
+                stored = _stored(engine, env) - before
+                b = runs.drive(floor_url, options.seconds)
+                lost += max(0, a.acknowledged - stored)
+                pairs.append((a, b))
+                check = "ok" if stored == a.acknowledged else "MISMATCH"
+                errors = f", {a.errors} errors" if a.errors else ""
+                print(f"{pair:>4}  {a.rps:>12.0f} {a.p50_ms:>7.1f} {a.p99_ms:>7.1f}  {b.rps:>9.0f} "
+                      f"{b.p50_ms:>7.1f} {b.p99_ms:>7.1f}  {a.rps / b.rps:>5.2f}  "
+                      f"{a.acknowledged}/{stored} {check}{errors}")
+            summary = _summary(kind, pairs, lost)
+            print(summary)
+            if options.memory_callbacks:
+                _memory(receiver, runs, receiver_url, engine, env, options)
+    finally:
+        engine.dispose()
+    return summary
+
+
+class _Runs:
+    """Load generator runs, each with a run id of its own so FileIds never repeat."""
+
+    def __init__(self, template, options):
+        self.template, self.options, self.count = template, options, 0
+        self.prefix = int(time.time()) % 100_000
+
+    def drive(self, url, seconds):
+        self.count += 1
+        return load.run(url, self.template, f"{self.prefix:05d}{self.count:03d}", seconds,
+                        self.options.connections, self.options.threads)
+
+
+def _summary(kind, pairs, lost):
+    ratio = statistics.median(a.rps / b.rps for a, b in pairs)
+    p99 = statistics.median(a.p99_ms for a, _b in pairs)
+    goal = GOALS[kind]
+    verdict = "meets" if ratio >= goal and p99 < P99_GOAL_MS else "misses"
+    return (f"{kind:<10}  receiver {statistics.median(a.rps for a, _ in pairs):6.0f} rps "
+            f"(p50 {statistics.median(a.p50_ms for a, _ in pairs):.1f} ms, p99 {p99:.1f} ms)  "
+            f"floor {statistics.median(b.rps for _, b in pairs):6.0f} rps  "
+            f"ratio {ratio:.2f} (goal >= {goal}, p99 < {P99_GOAL_MS} ms: {verdict})  "
+            f"acknowledged but not stored: {lost}")
+
+
+def _memory(receiver, runs, url, engine, env, options):
+    """Drive the receiver to `--memory-callbacks` callbacks, printing each worker's RSS."""
+    target = options.memory_callbacks
+    checkpoints = [c for c in MEMORY_CHECKPOINTS if c < target] + [target]
+    print(f"memory: worker RSS / peak (VmRSS / VmHWM, MiB) as callbacks reach {target}")
+    samples = []
+    while checkpoints:
+        total = _stored(engine, env)
+        if total >= checkpoints[0]:
+            workers = _worker_memory(receiver.pid)
+            samples.append((total, workers))
+            print(f"  {total:>8} callbacks: " + "  ".join(
+                f"pid {pid} {rss:.1f} / {hwm:.1f}" for pid, (rss, hwm) in sorted(workers.items())))
+            while checkpoints and total >= checkpoints[0]:
+                checkpoints.pop(0)
+            continue
+        runs.drive(url, 5)
+    first, last = samples[0][1], samples[-1][1]
+    if set(first) != set(last):
+        print("  workers were replaced during the run: RSS not comparable")
+        return
+    growth = max(last[pid][1] - first[pid][1] for pid in first)
+    print(f"  peak RSS growth per worker from {samples[0][0]} to {samples[-1][0]} callbacks: "
+          f"{growth:+.1f} MiB ({'flat' if growth < 2 else 'GROWS'})")
+
+
+def _worker_memory(master_pid):
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    memory = {}
+    for pid in map(int, children):
+        status = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        memory[pid] = tuple(int(status[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+    return memory
+
+
+def _stored(engine, env):
+    # Acknowledged callbacks are in the events table, or in the spool if the database failed.
+    with engine.connect() as conn:
+        rows = conn.scalar(text("SELECT count(*) FROM events"))
+    return rows + spool.depth(env["RECEIVER_SPOOL_DIR"])
+
+
+@contextmanager
+def _gunicorn(app, port, workers, env, log_prefix):
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:receiver.gunicorn_conf",
+               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), app]
+    with open(f"{log_prefix}.out.log", "wb") as out, open(f"{log_prefix}.err.log", "wb") as err:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out,
+                                   stderr=err)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_up(url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not come up within {timeout} s; see the logs") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def _database(kind, scratch):
+    if kind == "sqlite":
+        yield f"sqlite:///{scratch / 'bench.db'}"
+        return
+    server = make_url(os.environ["RECEIVER_BENCH_POSTGRES_URL"])
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
+        yield server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _sample_path(given):
+    path = Path(given) if given else SAMPLE / "v3-push-newfileupload.json"
+    if not path.is_file():
+        raise SystemExit(f"sample body not found: {path} (set RECEIVER_SAMPLES_DIR or --sample)")
+    return path
+
+
+def _template(sample):
+    document = json.loads(sample.read_bytes())
+    document["FileUploadEvent"]["FileId"] = "__FILE_ID__"
+    return json.dumps(document).encode()
+
+
+if __name__ == "__main__":
+    main()
