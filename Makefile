@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RECEIVER_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export RECEIVER_TEST_DATABASE_URL
 
-.PHONY: serve test install clean
+.PHONY: serve test bench install clean
 
 $(BIN)/vod-receiver: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ serve: install
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Prints figures (see the README): set RECEIVER_BENCH_POSTGRES_URL to include PostgreSQL.
+bench: install
+	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

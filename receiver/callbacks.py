@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import spool, store
-from .db import get_session
+from .db import get_session, write_lock
 from .events import Refusal
 from .telemetry import observe
 
@@ -63,8 +63,9 @@ def record(delivery, refusal=None):
     verdict = store.judge(delivery, refusal)
     session = get_session()
     try:
-        outcome = store.record(session, delivery, verdict).kind
-        session.commit()
+        with write_lock():
+            outcome = store.record(session, delivery, verdict).kind
+            session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
         path = spool.write(current_app.config["RECEIVER_SPOOL_DIR"], delivery,
