@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,8 @@ def _parser():
                         help="drive the receiver to this many callbacks, sampling worker RSS "
                              "(default 100000; 0 skips)")
     parser.add_argument("--sample", help="NewFileUpload body (default: the v3 sample)")
+    parser.add_argument("--ready-path", default="/readyz",
+                        help="receiver URL polled until 200 before the runs (default /readyz)")
     return parser
 
 
@@ -99,18 +102,20 @@ def _bench_database(kind, url, template, folder, options):
         with _gunicorn("receiver:create_app()", options.port, options.workers, env, folder / "receiver") as receiver, \
                 _gunicorn("bench.floor:app", options.port + 1, options.workers,
                           {"PROMETHEUS_MULTIPROC_DIR": str(folder / "floor-metrics")}, folder / "floor"):
-            _wait_until_up(f"http://127.0.0.1:{options.port}/readyz")
+            _wait_until_up(f"http://127.0.0.1:{options.port}{options.ready_path}")
             _wait_until_up(f"http://127.0.0.1:{options.port + 1}/livez")
             runs = _Runs(template, options)
             runs.drive(receiver_url, 2)  # warm up: imports, connection pools, page cache
             runs.drive(floor_url, 2)
             pairs, lost = [], 0
+            memory = _Memory(receiver.pid, options.memory_callbacks)
             print(f"{'pair':>4}  {'receiver rps':>12} {'p50 ms':>7} {'p99 ms':>7}  "
                   f"{'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7}  {'ratio':>5}  acknowledged/stored")
             for pair in range(1, options.pairs + 1):
                 before = _stored(engine, env)
                 a = runs.drive(receiver_url, options.seconds)
                 stored = _stored(engine, env) - before
+                memory.sample(before + stored)
                 b = runs.drive(floor_url, options.seconds)
                 lost += max(0, a.acknowledged - stored)
                 pairs.append((a, b))
@@ -124,7 +129,7 @@ def _bench_database(kind, url, template, folder, options):
             summary = _summary(kind, pairs, lost)
             print(summary)
             if options.memory_callbacks:
-                _memory(receiver, runs, receiver_url, engine, env, options)
+                _drive_to(memory, runs, receiver_url, engine, env)
     finally:
         engine.dispose()
     return summary
@@ -155,30 +160,45 @@ def _summary(kind, pairs, lost):
             f"acknowledged but not stored: {lost}")
 
 
-def _memory(receiver, runs, url, engine, env, options):
-    """Drive the receiver to `--memory-callbacks` callbacks, printing each worker's RSS."""
-    target = options.memory_callbacks
-    checkpoints = [c for c in MEMORY_CHECKPOINTS if c < target] + [target]
-    print(f"memory: worker RSS / peak (VmRSS / VmHWM, MiB) as callbacks reach {target}")
-    samples = []
-    while checkpoints:
-        total = _stored(engine, env)
-        if total >= checkpoints[0]:
-            workers = _worker_memory(receiver.pid)
-            samples.append((total, workers))
+class _Memory:
+    """Worker RSS sampled as the receiver's callback count passes each checkpoint."""
+
+    def __init__(self, master_pid, target):
+        self.master_pid, self.samples = master_pid, []
+        self.checkpoints = [c for c in MEMORY_CHECKPOINTS if c < target] + [target] if target else []
+
+    def sample(self, total):
+        """Record each worker's RSS if `total` callbacks passed the next checkpoint."""
+        if not self.checkpoints or total < self.checkpoints[0]:
+            return
+        while self.checkpoints and total >= self.checkpoints[0]:
+            self.checkpoints.pop(0)
+        self.samples.append((total, _worker_memory(self.master_pid)))
+
+    def report(self):
+        """Print the samples and whether a worker's peak RSS still grows after warming up."""
+        print("memory: worker RSS / peak RSS (VmRSS / VmHWM, MiB)")
+        for total, workers in self.samples:
             print(f"  {total:>8} callbacks: " + "  ".join(
                 f"pid {pid} {rss:.1f} / {hwm:.1f}" for pid, (rss, hwm) in sorted(workers.items())))
-            while checkpoints and total >= checkpoints[0]:
-                checkpoints.pop(0)
-            continue
+        if len(self.samples) < 2:
+            return
+        # Caches and pools fill during the first callbacks; a leak keeps growing afterwards.
+        (start, before), (end, after) = self.samples[-2], self.samples[-1]
+        if set(before) != set(after):
+            print("  workers were replaced during the run: RSS not comparable")
+            return
+        growth = max(after[pid][1] - before[pid][1] for pid in before)
+        print(f"  peak RSS growth per worker from {start} to {end} callbacks: {growth:+.1f} MiB "
+              f"({'flat' if growth < 1 else 'GROWS'})")
+
+
+def _drive_to(memory, runs, url, engine, env):
+    """Drive the receiver until every memory checkpoint has been sampled."""
+    while memory.checkpoints:
         runs.drive(url, 5)
-    first, last = samples[0][1], samples[-1][1]
-    if set(first) != set(last):
-        print("  workers were replaced during the run: RSS not comparable")
-        return
-    growth = max(last[pid][1] - first[pid][1] for pid in first)
-    print(f"  peak RSS growth per worker from {samples[0][0]} to {samples[-1][0]} callbacks: "
-          f"{growth:+.1f} MiB ({'flat' if growth < 2 else 'GROWS'})")
+        memory.sample(_stored(engine, env))
+    memory.report()
 
 
 def _worker_memory(master_pid):
@@ -223,6 +243,8 @@ def _wait_until_up(url, timeout=30):
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as exc:
+            raise SystemExit(f"{url} answered {exc.code}: {exc.read()[:300]!r}") from None
         except OSError:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} did not come up within {timeout} s; see the logs") from None
