@@ -21,7 +21,7 @@ serve: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Prints figures (see the README): set RECEIVER_BENCH_POSTGRES_URL to include PostgreSQL.
+# Prints figures (docs/operations.md); set RECEIVER_BENCH_POSTGRES_URL to include PostgreSQL.
 bench: install
 	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 

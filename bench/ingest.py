@@ -68,7 +68,8 @@ def _worker_settings():
     from receiver import gunicorn_conf
 
     extra = f", GUNICORN_CMD_ARGS={os.environ['GUNICORN_CMD_ARGS']!r}" if os.environ.get("GUNICORN_CMD_ARGS") else ""
-    return f"{gunicorn_conf.worker_class}, {gunicorn_conf.threads} threads{extra}"
+    worker_class = getattr(gunicorn_conf, "worker_class", "sync")  # gunicorn's defaults
+    return f"{worker_class}, {getattr(gunicorn_conf, 'threads', 1)} threads{extra}"
 
 
 def _parser():
