@@ -14,6 +14,7 @@ drops its own database there.
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,20 +45,25 @@ def main(argv=None):
     """Run the benchmark and print its figures."""
     options = _parser().parse_args(argv)
     sample = _sample_path(options.sample)
-    databases = ["sqlite"] + (["postgresql"] if os.environ.get("RECEIVER_BENCH_POSTGRES_URL") else [])
+    databases = [kind for kind in options.databases.split(",")
+                 if kind != "postgresql" or os.environ.get("RECEIVER_BENCH_POSTGRES_URL")]
     print(f"vod-receiver ingest benchmark: {os.cpu_count()} CPUs, {options.workers} workers each "
           f"({_worker_settings()}), {options.connections} connections, load generator {load.name()}, "
           f"{options.pairs} pairs x {options.seconds} s, body {sample.name} (unique FileId)")
     if "postgresql" not in databases:
         print("PostgreSQL: skipped (set RECEIVER_BENCH_POSTGRES_URL to a server URL to include it)")
     summaries = []
-    with tempfile.TemporaryDirectory(prefix="vodr-bench-") as scratch:
-        scratch = Path(scratch)
-        template = scratch / "body.json"
-        template.write_bytes(_template(sample))
+    scratch = Path(tempfile.mkdtemp(prefix="vodr-bench-"))
+    template = scratch / "body.json"
+    template.write_bytes(_template(sample))
+    try:
         for kind in databases:
             with _database(kind, scratch) as url:
                 summaries.append(_bench_database(kind, url, template, scratch / kind, options))
+    except BaseException:
+        print(f"benchmark failed; the servers' logs are kept in {scratch}", file=sys.stderr)
+        raise
+    shutil.rmtree(scratch)
     print("\nSummary")
     for line in summaries:
         print(line)
@@ -84,6 +90,9 @@ def _parser():
     parser.add_argument("--memory-callbacks", type=int, default=MEMORY_CHECKPOINTS[-1],
                         help="drive the receiver to this many callbacks, sampling worker RSS "
                              "(default 100000; 0 skips)")
+    parser.add_argument("--databases", default="sqlite,postgresql",
+                        help="which of sqlite,postgresql to measure (default both; PostgreSQL "
+                             "only when RECEIVER_BENCH_POSTGRES_URL is set)")
     parser.add_argument("--sample", help="NewFileUpload body (default: the v3 sample)")
     parser.add_argument("--ready-path", default="/readyz",
                         help="receiver URL polled until 200 before the runs (default /readyz)")

@@ -28,6 +28,7 @@ class Result:
 
     @property
     def rps(self):
+        """Acknowledged requests per second."""
         return self.acknowledged / self.seconds
 
 
@@ -46,8 +47,10 @@ def run(url, template, run_id, seconds, connections, threads):
 def _wrk(url, template, run_id, seconds, connections, threads):
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
                "-s", str(WRK_SCRIPT), url, "--", str(template), str(run_id)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    figures = json.loads(output.strip().splitlines()[-1])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
     return Result(figures["completed"] - figures["status_errors"],
                   figures["status_errors"] + figures["socket_errors"],
                   figures["seconds"], figures["p50_ms"], figures["p99_ms"])

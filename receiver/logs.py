@@ -56,6 +56,7 @@ class RequestIdFilter(logging.Filter):
     """Stamp records logged during a request with its id."""
 
     def filter(self, record):
+        """Add the request id, if any; never drops a record."""
         if not hasattr(record, "request_id") and has_request_context():
             record.request_id = g.get("request_id")
         return True

@@ -84,6 +84,7 @@ class SpoolDepth:
         self.spool_dir = spool_dir
 
     def collect(self):
+        """The spool's depth now."""
         yield GaugeMetricFamily("vod_spool_depth", "Deliveries waiting in the spool for the "
                                 "database.", value=spool.depth(self.spool_dir))
 
