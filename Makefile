@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RECEIVER_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export RECEIVER_TEST_DATABASE_URL
 
-.PHONY: serve test fuzz install clean
+.PHONY: serve test fuzz bench install clean
 
 $(BIN)/vod-receiver: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 FUZZ_ARGS ?= --requests 5000
 fuzz: install
 	$(BIN)/python -m bench.fuzz $(FUZZ_ARGS)
+
+# Prints figures (docs/operations.md); set RECEIVER_BENCH_POSTGRES_URL to include PostgreSQL.
+bench: install
+	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

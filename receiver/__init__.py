@@ -26,11 +26,14 @@ def create_app(config=None):
         # entry is whatever the client chose to send.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["RECEIVER_TRUSTED_PROXIES"])
 
-    from . import admin, callbacks, cli, db, errors
+    from . import admin, callbacks, cli, db, errors, health, logs, metrics
 
+    logs.init_app(app)
     callbacks.redact_logs(app)
     db.init_app(app)
     errors.init_app(app)
+    metrics.init_app(app)
+    health.init_app(app)
     app.register_blueprint(callbacks.bp)
     admin.init_app(app)
     cli.init_app(app)

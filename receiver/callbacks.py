@@ -10,8 +10,9 @@ from werkzeug.http import parse_list_header
 
 from . import auth, events, spool, store
 from .auth import REDACTED
-from .db import get_session
+from .db import get_session, write_lock
 from .events import Refusal
+from .telemetry import observe
 
 bp = Blueprint("callbacks", __name__)
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def receive(token=None):
     # Cheapest and least revealing first: who is asking, with which token, how much, then
     # the signature (which needs the body).
     refusal = _refuse_address() or _refuse_token(token) or too_large or _refuse_signature(delivery)
-    verdict, _outcome = record(delivery, refusal)
+    verdict, outcome = record(delivery, refusal)
+    observe(delivery, verdict, outcome)
     if isinstance(verdict, Refusal):
         raise verdict
     # VOD ignores the answer (vod-spec §4); {} is what its docs show.
@@ -73,8 +75,9 @@ def record(delivery, refusal=None):
     verdict = store.judge(delivery, refusal)
     session = get_session()
     try:
-        outcome = store.record(session, delivery, verdict).kind
-        session.commit()
+        with write_lock():
+            outcome = store.record(session, delivery, verdict).kind
+            session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
         path = spool.write(current_app.config["RECEIVER_SPOOL_DIR"], delivery,

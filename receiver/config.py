@@ -44,6 +44,11 @@ def from_env():
         # Bearer tokens for the read-only admin API, comma-separated so a new one can be added
         # before the old one is removed. None: the admin API does not exist (404), never open.
         "RECEIVER_ADMIN_TOKENS": os.environ.get("RECEIVER_ADMIN_TOKENS", ""),
+        # json, text, or auto: text when stderr is a terminal, JSON lines otherwise.
+        "RECEIVER_LOG_FORMAT": os.environ.get("RECEIVER_LOG_FORMAT") or "auto",
+        # Read by prometheus_client itself; gunicorn_conf sets it to a fresh folder. Set, the
+        # metrics are summed over every worker process; unset, each app counts on its own.
+        "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from . import schemas
+from . import drift, schemas
 
 # v3 EventType -> the key its data sits under (vod-spec §6). Where the docs disagree with the
 # SDK model, every spelling seen is listed, the SDK's first.
@@ -87,6 +87,7 @@ class ParsedEvent:
     data_key: str | None
     dedup_key: str
     fields: dict[str, Any] = field(default_factory=dict)
+    unknown_fields: tuple[str, ...] = ()  # see drift.py; v3 only
 
 
 def parse(body: bytes) -> ParsedEvent:
@@ -165,7 +166,9 @@ def _parse_v3(document):
         "width": meta.get("Width"),
         "height": meta.get("Height"),
     }
-    return _event("v3", event_type, data_key, document, fields)
+    event = _event("v3", event_type, data_key, document, fields)
+    event.unknown_fields = drift.unknown_fields(event_type, data)
+    return event
 
 
 def _find_data_key(document, event_type):

@@ -1,5 +1,6 @@
 """Store one delivery: as an event (new or duplicate) or as a rejection. The caller commits."""
 import base64
+import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -97,28 +98,32 @@ def _upsert_event(session, delivery, parsed):
         "delivery_count": 1,
         "last_seen_at": delivery.received_at,
     }
-    insert = _dialect_insert(session)(Event).values(**values)
-    statement = insert.on_conflict_do_update(
-        index_elements=[Event.dedup_key],
+    statement = _upsert_statement(session.get_bind().dialect.name)
+    return session.connection().execute(statement, values).one()
+
+
+@functools.cache
+def _upsert_statement(dialect_name):
+    # Built once, values bound at execution: building it per request (and its cache key over
+    # every value) cost more than storing the row.
+    if dialect_name not in _INSERTS:
+        raise RuntimeError(f"unsupported database {dialect_name!r}: use SQLite or PostgreSQL")
+    events = Event.__table__
+    insert = _INSERTS[dialect_name](events)
+    return insert.on_conflict_do_update(
+        index_elements=[events.c.dedup_key],
         set_={
-            "delivery_count": Event.delivery_count + 1,
+            "delivery_count": events.c.delivery_count + 1,
             # A drained spool file can be older than a delivery already stored.
             "last_seen_at": case(
-                (Event.last_seen_at < insert.excluded.last_seen_at, insert.excluded.last_seen_at),
-                else_=Event.last_seen_at,
+                (events.c.last_seen_at < insert.excluded.last_seen_at, insert.excluded.last_seen_at),
+                else_=events.c.last_seen_at,
             ),
         },
-    ).returning(Event.id, Event.delivery_count)
-    return session.execute(statement).one()
+    ).returning(events.c.id, events.c.delivery_count)
 
 
-def _dialect_insert(session):
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def _delivery_columns(delivery):

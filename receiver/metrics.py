@@ -1,0 +1,123 @@
+"""Prometheus metrics: what the receiver counts, and `GET /metrics` to scrape them.
+
+Under gunicorn every worker is a process with counters of its own; prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, prepared by gunicorn_conf) keeps them in files that
+a scrape sums, whichever worker answers it. Without it (tests, `flask run`) each app has a
+registry of its own, so apps created side by side never share counts.
+"""
+import os
+import re
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from . import spool
+from .events import DATA_KEYS, Refusal
+
+bp = Blueprint("metrics", __name__)
+
+# VOD answers within its 5 s timeout or retries: the buckets resolve the fast path finely and
+# show how close the slow tail comes to that limit.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5)
+# Labels that come from request bodies are bounded: a sender inventing a type per request must
+# not create a time series per request.
+LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}\Z")
+MAX_LABEL_VALUES = 50
+OTHER = "other"
+
+
+class Metrics:
+    """The receiver's counters, registered on `registry`."""
+
+    def __init__(self, registry):
+        self.callbacks = Counter(
+            "vod_callbacks", "Callbacks received, by outcome (stored, duplicate, rejected, "
+            "spooled) and, for refused bodies, the reason.", ["outcome", "reason"],
+            registry=registry)
+        self.events = Counter("vod_events", "Events received (stored, duplicate or spooled), "
+                              "by event type and format (v3, v2).", ["event_type", "format"],
+                              registry=registry)
+        self.ingest_seconds = Histogram("vod_ingest_seconds", "Time to store (or spool) a "
+                                        "callback and answer it.", buckets=LATENCY_BUCKETS,
+                                        registry=registry)
+        self.unknown_event_types = Counter(
+            "vod_unknown_event_types", "Events whose type the receiver does not know.",
+            ["event_type"], registry=registry)
+        self.unknown_fields = Counter(
+            "vod_unknown_fields", "Fields in v3 event data that the event type is not known "
+            "to carry (a dotted path).", ["event_type", "field"], registry=registry)
+        self._seen = {"event_type": set(), "field": set()}
+
+    def callback(self, verdict, outcome, seconds):
+        """Count one callback: its outcome, its event, its latency and any drift it shows."""
+        self.ingest_seconds.observe(seconds)
+        if isinstance(verdict, Refusal):
+            self.callbacks.labels(outcome, verdict.reason).inc()
+            return
+        self.callbacks.labels(outcome, "").inc()
+        event_type = verdict.event_type
+        if event_type not in DATA_KEYS:
+            event_type = self._bounded("event_type", event_type)
+            self.unknown_event_types.labels(event_type).inc()
+        self.events.labels(event_type, verdict.format).inc()
+        for name in verdict.unknown_fields:
+            self.unknown_fields.labels(event_type, self._bounded("field", name)).inc()
+
+    def _bounded(self, kind, value):
+        seen = self._seen[kind]
+        if value in seen:
+            return value
+        if len(seen) >= MAX_LABEL_VALUES or not LABEL.match(value):
+            return OTHER
+        seen.add(value)
+        return value
+
+
+class SpoolDepth:
+    """Deliveries waiting in the spool, counted from the folder at scrape time.
+
+    A file count, not a per-process gauge: the spool is shared by every worker.
+    """
+
+    def __init__(self, spool_dir):
+        self.spool_dir = spool_dir
+
+    def collect(self):
+        """The spool's depth now."""
+        yield GaugeMetricFamily("vod_spool_depth", "Deliveries waiting in the spool for the "
+                                "database.", value=spool.depth(self.spool_dir))
+
+
+def init_app(app):
+    """Give `app` its metrics and the /metrics endpoint."""
+    if app.config["PROMETHEUS_MULTIPROC_DIR"]:
+        # Metrics write their files as they are created, before gunicorn's hook could make it.
+        os.makedirs(app.config["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    registry = CollectorRegistry()
+    app.extensions["receiver.metrics"] = Metrics(registry)
+    if app.config["PROMETHEUS_MULTIPROC_DIR"]:
+        # The values live in the shared folder; each scrape sums them afresh.
+        registry = None
+    else:
+        registry.register(SpoolDepth(app.config["RECEIVER_SPOOL_DIR"]))
+    app.extensions["receiver.metrics.registry"] = registry
+    app.register_blueprint(bp)
+
+
+def metrics(app=None):
+    """The app's Metrics."""
+    return (app or current_app).extensions["receiver.metrics"]
+
+
+@bp.get("/metrics")
+def scrape():
+    """The receiver's metrics in the Prometheus text format."""
+    registry = current_app.extensions["receiver.metrics.registry"]
+    if registry is None:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(SpoolDepth(current_app.config["RECEIVER_SPOOL_DIR"]))
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
