@@ -10,7 +10,7 @@ from werkzeug.http import parse_list_header
 
 from . import auth, events, spool, store
 from .auth import REDACTED
-from .db import get_session, write_lock
+from .db import engine, write_lock
 from .events import Refusal
 from .telemetry import observe
 
@@ -73,13 +73,12 @@ def record(delivery, refusal=None):
     what became of the delivery: stored, duplicate, rejected or spooled.
     """
     verdict = store.judge(delivery, refusal)
-    session = get_session()
     try:
-        with write_lock():
-            outcome = store.record(session, delivery, verdict).kind
-            session.commit()
+        with write_lock(), engine().connect() as connection:
+            outcome = store.record(connection, delivery, verdict).kind
+            connection.commit()
     except SQLAlchemyError as exc:
-        session.rollback()
+        # Leaving the `with` rolled back whatever the failed connection had begun.
         path = spool.write(current_app.config["RECEIVER_SPOOL_DIR"], delivery,
                            verdict if isinstance(verdict, Refusal) else None)
         log.warning("database write failed (%s); delivery spooled to %s", exc, path.name)

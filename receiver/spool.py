@@ -68,7 +68,7 @@ def drain(session_factory, spool_dir):
             refusal = Refusal.from_dict(record["refusal"]) if record["refusal"] else None
             try:
                 with session_factory() as session, session.begin():
-                    store.record(session, delivery, store.judge(delivery, refusal))
+                    store.record(session.connection(), delivery, store.judge(delivery, refusal))
             except StatementError as exc:  # a DBAPIError, or a value no column type could bind
                 if isinstance(exc, DBAPIError) and not isinstance(exc, (IntegrityError, DataError)):
                     log.warning("spool drain stopped: database unavailable (%s)", exc.orig)
@@ -76,7 +76,7 @@ def drain(session_factory, spool_dir):
                 # The database refused this record's content, not the connection: keep it
                 # as a rejection an admin can see rather than retrying it forever.
                 with session_factory() as session, session.begin():
-                    store.reject(session, delivery, Refusal(
+                    store.reject(session.connection(), delivery, Refusal(
                         "store_failed", f"The database refused this delivery: {str(exc.orig)[:300]}",
                         status=500))
             # A crash between the commit and this unlink stores the delivery again on the

@@ -1,11 +1,16 @@
-"""Store one delivery: as an event (new or duplicate) or as a rejection. The caller commits."""
+"""Store one delivery: as an event (new or duplicate) or as a rejection. The caller commits.
+
+Everything here runs on a Core Connection, not an ORM Session: the callback path writes one
+row per request, and the Session's unit-of-work bookkeeping cost more than the insert itself.
+Code holding a Session passes `session.connection()`.
+"""
 import base64
 import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sqlalchemy import case
+from sqlalchemy import case, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import events
@@ -59,32 +64,30 @@ def judge(delivery: Delivery, refusal: Refusal | None = None) -> ParsedEvent | R
         return exc
 
 
-def record(session, delivery: Delivery, verdict: ParsedEvent | Refusal) -> Outcome:
-    """Add `delivery` to `session` as an event (new or duplicate) or as a rejection."""
+def record(connection, delivery: Delivery, verdict: ParsedEvent | Refusal) -> Outcome:
+    """Write `delivery` on `connection` as an event (new or duplicate) or as a rejection."""
     if isinstance(verdict, Refusal):
-        return Outcome("rejected", reject(session, delivery, verdict))
-    event_id, delivery_count = _upsert_event(session, delivery, verdict)
+        return Outcome("rejected", reject(connection, delivery, verdict))
+    event_id, delivery_count = _upsert_event(connection, delivery, verdict)
     return Outcome("stored" if delivery_count == 1 else "duplicate", event_id)
 
 
-def reject(session, delivery: Delivery, refusal: Refusal) -> int:
+def reject(connection, delivery: Delivery, refusal: Refusal) -> int:
     """Record a refused delivery with its reason and bytes; returns the rejection's id."""
-    rejection = Rejection(
+    values = {
         **_delivery_columns(delivery),
-        reason=refusal.reason,
-        status_code=refusal.status,
-        message=refusal.message,
-        details=refusal.details,
-        method=delivery.method,
-        path=delivery.path,
-        body_truncated=delivery.body_truncated,
-    )
-    session.add(rejection)
-    session.flush()
-    return rejection.id
+        "reason": refusal.reason,
+        "status_code": refusal.status,
+        "message": refusal.message,
+        "details": refusal.details,
+        "method": delivery.method,
+        "path": delivery.path,
+        "body_truncated": delivery.body_truncated,
+    }
+    return connection.execute(_REJECT, values).scalar_one()
 
 
-def _upsert_event(session, delivery, parsed):
+def _upsert_event(connection, delivery, parsed):
     # One statement decides new-or-duplicate atomically: concurrent deliveries of the same
     # event (gunicorn workers, several instances on PostgreSQL) meet at the unique dedup_key
     # and the loser becomes a counted duplicate instead of an IntegrityError and a 500.
@@ -98,8 +101,8 @@ def _upsert_event(session, delivery, parsed):
         "delivery_count": 1,
         "last_seen_at": delivery.received_at,
     }
-    statement = _upsert_statement(session.get_bind().dialect.name)
-    return session.connection().execute(statement, values).one()
+    statement = _upsert_statement(connection.dialect.name)
+    return connection.execute(statement, values).one()
 
 
 @functools.cache
@@ -124,6 +127,7 @@ def _upsert_statement(dialect_name):
 
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_REJECT = insert(Rejection.__table__).returning(Rejection.__table__.c.id)
 
 
 def _delivery_columns(delivery):

@@ -50,7 +50,7 @@ def deliver(app, body, received_at=None, channel="push", headers=None):
     delivery = Delivery(body=body, received_at=received_at or T0, channel=channel,
                         headers=headers or {"Content-Type": "application/json"})
     with db.session_factory(app)() as session, session.begin():
-        return store.record(session, delivery, store.judge(delivery))
+        return store.record(session.connection(), delivery, store.judge(delivery))
 
 
 def upload(app, n, minutes=None, **fields):
