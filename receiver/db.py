@@ -1,6 +1,5 @@
 """Engine and session factory; one session per request, removed at app-context teardown."""
 import fcntl
-import os
 import threading
 import time
 from contextlib import contextmanager, nullcontext

@@ -2,7 +2,7 @@
 from datetime import timedelta
 
 import pytest
-from factories import T0, deliver, new_file_upload, upload
+from factories import T0, deliver, upload
 from sqlalchemy import event
 
 from conftest import SAMPLES
