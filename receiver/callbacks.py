@@ -10,7 +10,7 @@ from werkzeug.http import parse_list_header
 
 from . import auth, events, spool, store
 from .auth import REDACTED
-from .db import engine, write_lock
+from .db import writer
 from .events import Refusal
 from .telemetry import observe
 
@@ -74,11 +74,9 @@ def record(delivery, refusal=None):
     """
     verdict = store.judge(delivery, refusal)
     try:
-        with write_lock(), engine().connect() as connection:
-            outcome = store.record(connection, delivery, verdict).kind
-            connection.commit()
+        outcome = writer().record(delivery, verdict).kind
     except SQLAlchemyError as exc:
-        # Leaving the `with` rolled back whatever the failed connection had begun.
+        # The writer rolled back whatever the failed transaction had begun.
         path = spool.write(current_app.config["RECEIVER_SPOOL_DIR"], delivery,
                            verdict if isinstance(verdict, Refusal) else None)
         log.warning("database write failed (%s); delivery spooled to %s", exc, path.name)
@@ -185,5 +183,8 @@ def _refuse_unrouted():
 
 
 def _text(value):
-    # Header values and paths can carry bytes PostgreSQL cannot store in text.
-    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    # Header values and paths can carry bytes PostgreSQL cannot store in text (ASCII has no
+    # lone surrogates, so it only needs the NUL check).
+    if not value.isascii():
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value.replace("\x00", "\\x00")

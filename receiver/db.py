@@ -1,7 +1,10 @@
-"""Engine and session factory; one session per request, removed at app-context teardown."""
+"""Engine and session factory (one session per request, removed at app-context teardown), and
+the callback path's group writer."""
 import fcntl
+import os
 import threading
 import time
+import weakref
 from contextlib import contextmanager, nullcontext
 
 from flask import current_app, g
@@ -9,6 +12,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from .writer import GroupWriter
 
 
 def make_engine(url, timeout_ms=2000):
@@ -40,8 +45,9 @@ def init_app(app):
     """Attach an engine and session factory to `app`."""
     engine = make_engine(app.config["RECEIVER_DATABASE_URL"], app.config["RECEIVER_DB_TIMEOUT_MS"])
     app.extensions["receiver.db"] = sessionmaker(engine, expire_on_commit=False)
-    app.extensions["receiver.db.write_lock"] = WriteLock.for_url(
+    lock = app.extensions["receiver.db.write_lock"] = WriteLock.for_url(
         app.config["RECEIVER_DATABASE_URL"], app.config["RECEIVER_DB_TIMEOUT_MS"])
+    app.extensions["receiver.db.writer"] = GroupWriter(engine, lock.held if lock else nullcontext)
     app.teardown_appcontext(_remove_session)
 
 
@@ -59,6 +65,7 @@ class WriteLock:
     def __init__(self, path, timeout_ms):
         self.path, self.timeout = path, timeout_ms / 1000
         self._threads = threading.Lock()  # flock does not exclude threads of one process
+        self._file, self._pid = None, None
 
     @classmethod
     def for_url(cls, url, timeout_ms):
@@ -75,29 +82,37 @@ class WriteLock:
         if not self._threads.acquire(timeout=self.timeout):
             raise self._timed_out()
         try:
-            # Opened per use: nothing to leak, nothing shared with a forked child.
-            with open(self.path, "a") as lock_file:
-                while True:
-                    try:
-                        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise self._timed_out() from None
-                        time.sleep(self.POLL_SECONDS)
-                yield  # closing the file releases the lock
+            lock_file = self._open()
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise self._timed_out() from None
+                    time.sleep(self.POLL_SECONDS)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
         finally:
             self._threads.release()
+
+    def _open(self):
+        # One open file per process: a forked child shares its parent's, and with it the lock.
+        if self._pid != os.getpid():
+            self._file, self._pid = open(self.path, "a"), os.getpid()
+            weakref.finalize(self, self._file.close)
+        return self._file
 
     def _timed_out(self):
         return OperationalError("(write turn)", None, TimeoutError(
             f"database is locked: no write turn within {self.timeout * 1000:.0f} ms"))
 
 
-def write_lock(app=None):
-    """A context holding the app's turn to write (a no-op but for SQLite files)."""
-    lock = (app or current_app).extensions["receiver.db.write_lock"]
-    return lock.held() if lock is not None else nullcontext()
+def writer(app=None) -> GroupWriter:
+    """The app's group writer, which stores callbacks."""
+    return (app or current_app).extensions["receiver.db.writer"]
 
 
 def session_factory(app=None):

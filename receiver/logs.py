@@ -17,6 +17,7 @@ from flask import g, has_request_context, request
 REQUEST_ID_HEADER = "X-Request-Id"
 # A caller's id is reused only when it is short and plain: it is echoed and logged verbatim.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 class JSONFormatter(logging.Formatter):
@@ -35,7 +36,7 @@ class JSONFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _encode(entry)
 
 
 class TextFormatter(logging.Formatter):

@@ -14,7 +14,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import StatementError
 
 from . import store
 from .events import Refusal
@@ -70,7 +70,7 @@ def drain(session_factory, spool_dir):
                 with session_factory() as session, session.begin():
                     store.record(session.connection(), delivery, store.judge(delivery, refusal))
             except StatementError as exc:  # a DBAPIError, or a value no column type could bind
-                if isinstance(exc, DBAPIError) and not isinstance(exc, (IntegrityError, DataError)):
+                if not store.refused_content(exc):
                     log.warning("spool drain stopped: database unavailable (%s)", exc.orig)
                     break
                 # The database refused this record's content, not the connection: keep it

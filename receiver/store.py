@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import case, insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from . import events
 from .events import ParsedEvent, Refusal
@@ -85,6 +86,16 @@ def reject(connection, delivery: Delivery, refusal: Refusal) -> int:
         "body_truncated": delivery.body_truncated,
     }
     return connection.execute(_REJECT, values).scalar_one()
+
+
+def refused_content(exc) -> bool:
+    """Whether the database refused a statement's values, rather than being unavailable.
+
+    A value no column type could bind, or one the database rejects (out of range, a constraint):
+    writing it again cannot succeed, unlike after a lost connection or a locked SQLite file.
+    """
+    return isinstance(exc, StatementError) and (
+        not isinstance(exc, DBAPIError) or isinstance(exc, (IntegrityError, DataError)))
 
 
 def _upsert_event(connection, delivery, parsed):

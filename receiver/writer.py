@@ -1,0 +1,98 @@
+"""Group commit: the request threads of a process share transactions, several callbacks per commit.
+
+Each callback is still answered only after the commit that holds it (synchronous, durable);
+what changes is that the deliveries arriving while one commit is under way share the next.
+One sync to disk then covers several callbacks, and on SQLite a worker takes the write turn
+shared by all processes once per batch instead of once per request: that turn, held across
+every commit, was what capped ingest throughput (docs/operations.md).
+
+There is no writer thread: the first request thread to arrive leads, writing what is pending
+(its own delivery among it) while later ones wait; then it hands the lead to the first of those
+that arrived meanwhile, who writes them all in one transaction. At light load each request
+writes its own delivery at once, with no hand-over and no waiting for a batch to fill.
+"""
+import threading
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import store
+
+
+class GroupWriter:
+    """Write deliveries on `engine` in shared transactions, each inside `write_turn()`."""
+
+    def __init__(self, engine, write_turn):
+        self.engine, self.write_turn = engine, write_turn
+        self._mutex = threading.Lock()
+        self._pending = []  # jobs not yet in a batch
+        self._led = False  # a thread is writing (and will hand the lead on)
+
+    def record(self, delivery, verdict) -> store.Outcome:
+        """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not."""
+        job = _Job(delivery, verdict)
+        with self._mutex:
+            self._pending.append(job)
+            job.leads, self._led = not self._led, True
+        if not job.leads:
+            job.wait()  # until a leader wrote it, or made this thread the leader
+        if job.leads:
+            self._lead()
+        if job.error is not None:
+            raise job.error
+        return job.outcome
+
+    def _lead(self):
+        with self._mutex:
+            batch, self._pending = self._pending, []
+        try:
+            self._write(batch)
+        finally:
+            with self._mutex:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.leads = True
+                    successor.wake()
+                else:
+                    self._led = False
+
+    def _write(self, batch):
+        try:
+            with self.write_turn(), self.engine.connect() as connection:
+                outcomes = [store.record(connection, job.delivery, job.verdict) for job in batch]
+                connection.commit()
+        except Exception as exc:  # every waiting request gets an answer, whatever went wrong
+            if len(batch) > 1 and isinstance(exc, SQLAlchemyError) and store.refused_content(exc):
+                # The database refused one delivery's values, and that rolled back the rest:
+                # write each alone, so only that one fails (and is spooled by its request).
+                for job in batch:
+                    self._write([job])
+                return
+            for job in batch:
+                job.finish(error=exc)
+            return
+        for job, outcome in zip(batch, outcomes):
+            job.finish(outcome)
+
+
+class _Job:
+    """One delivery waiting for its commit; its thread sleeps on a lock until woken."""
+
+    __slots__ = ("delivery", "verdict", "outcome", "error", "leads", "_asleep")
+
+    def __init__(self, delivery, verdict):
+        self.delivery, self.verdict = delivery, verdict
+        self.outcome = self.error = None
+        self.leads = False
+        self._asleep = threading.Lock()
+        self._asleep.acquire()
+
+    def wait(self):
+        self._asleep.acquire()
+
+    def wake(self):
+        self._asleep.release()
+
+    def finish(self, outcome=None, error=None):
+        self.outcome, self.error = outcome, error
+        if not self.leads:  # a leader is awake already: it wrote its own delivery
+            self.wake()
