@@ -1,0 +1,122 @@
+"""Group commit: concurrent deliveries share transactions, and each gets its own answer."""
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from datetime import datetime
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError, StatementError
+
+from receiver import db, events, store
+from receiver.models import Event, Rejection
+from receiver.writer import GroupWriter
+
+from factories import new_file_upload
+
+
+class Gate:
+    """A write turn that keeps the first batch waiting until `queued` more deliveries are pending."""
+
+    def __init__(self, writer_ref, queued):
+        self.writer_ref, self.queued, self.opened = writer_ref, queued, False
+
+    @contextmanager
+    def __call__(self):
+        deadline = time.monotonic() + 10
+        while not self.opened and len(self.writer_ref()._pending) < self.queued:
+            assert time.monotonic() < deadline, "the other deliveries never queued"
+            time.sleep(0.001)
+        self.opened = True
+        yield
+
+
+def gated_writer(app, queued):
+    writer = None
+    writer = GroupWriter(db.engine(app), Gate(lambda: writer, queued))
+    return writer
+
+
+def record_concurrently(writer, jobs):
+    """Record every (delivery, verdict) from a thread of its own; returns outcomes or errors."""
+    results = [None] * len(jobs)
+
+    def run(i, delivery, verdict):
+        try:
+            results[i] = writer.record(delivery, verdict)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def upload_job(file_id):
+    delivery = store.Delivery(body=new_file_upload(file_id))
+    return delivery, store.judge(delivery)
+
+
+def count_commits(app):
+    commits = []
+    event.listen(db.engine(app), "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_deliveries_arriving_during_a_commit_share_the_next(app, session):
+    writer = gated_writer(app, queued=7)
+    commits = count_commits(app)
+    # Eight deliveries at once, two of them the same event.
+    jobs = [upload_job(f"f{i}") for i in range(7)] + [upload_job("f0")]
+
+    results = record_concurrently(writer, jobs)
+
+    # The first delivery's own commit, then one for the seven that queued behind it.
+    assert len(commits) == 2
+    assert sorted(r.kind for r in results) == ["duplicate"] + ["stored"] * 7
+    assert len({r.id for r in results}) == 7
+    assert session.scalar(select(func.count()).select_from(Event)) == 7
+    assert session.scalar(select(func.sum(Event.delivery_count))) == 8
+
+
+def test_a_value_the_database_refuses_fails_only_its_own_delivery(app, session):
+    writer = gated_writer(app, queued=3)
+    jobs = [upload_job(f"f{i}") for i in range(4)]
+    bad_delivery, bad_verdict = jobs[2]
+    bad_verdict.fields["media_created_at"] = datetime(2026, 11, 1)  # naive: no column takes it
+
+    results = record_concurrently(writer, jobs)
+
+    assert isinstance(results[2], StatementError)
+    assert [r.kind for i, r in enumerate(results) if i != 2] == ["stored"] * 3
+    assert set(session.scalars(select(Event.file_id))) == {"f0", "f1", "f3"}
+
+
+def test_a_database_that_is_away_fails_every_delivery_of_the_batch(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'missing' / 'r.db'}")  # folder absent: no file
+    writer = GroupWriter(engine, nullcontext)
+
+    results = record_concurrently(writer, [upload_job(f"f{i}") for i in range(5)])
+
+    assert all(isinstance(r, OperationalError) for r in results)
+    engine.dispose()
+
+
+def test_each_delivery_at_light_load_is_written_at_once(app):
+    commits = count_commits(app)
+    for i in range(3):
+        assert db.writer(app).record(*upload_job(f"f{i}")).kind == "stored"
+    assert len(commits) == 3
+
+
+def test_rejections_and_events_share_a_batch(app, session):
+    writer = gated_writer(app, queued=1)
+    refused = store.Delivery(body=b"not json")
+    results = record_concurrently(writer, [upload_job("f1"), (refused, store.judge(refused))])
+
+    assert sorted(r.kind for r in results) == ["rejected", "stored"]
+    assert session.scalar(select(Rejection.reason)) == "invalid_json"
+    assert events.parse(session.scalar(select(Event.body))).fields["file_id"] == "f1"
