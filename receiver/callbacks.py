@@ -42,17 +42,17 @@ def receive(token=None):
 
 def read_delivery(channel="push"):
     """The request as a Delivery, reading at most the body limit (a larger body is refused)."""
-    limit = current_app.config["RECEIVER_MAX_BODY_BYTES"]
+    config = current_app.config
+    limit, secrets = config["RECEIVER_MAX_BODY_BYTES"], config["RECEIVER_CALLBACK_TOKENS"]
     body = request.stream.read(limit + 1)
     declared = request.content_length
     too_large = len(body) > limit or (declared is not None and declared > limit)
-    secrets = current_app.config["RECEIVER_CALLBACK_TOKENS"]
     query = request.query_string.decode("utf-8", "backslashreplace")
     delivery = store.Delivery(
         body=body[:limit],
         channel=channel,
-        content_type=_text(request.content_type) if request.content_type is not None else None,
-        remote_addr=_text(request.remote_addr) if request.remote_addr is not None else None,
+        content_type=_text(request.content_type),
+        remote_addr=_text(request.remote_addr),
         headers=redact_headers(request.headers, secrets),
         method=_text(request.method)[:16],
         # The path carries the URL token and the query may carry Sign: both are redacted.
@@ -185,6 +185,8 @@ def _refuse_unrouted():
 def _text(value):
     # Header values and paths can carry bytes PostgreSQL cannot store in text (ASCII has no
     # lone surrogates, so it only needs the NUL check).
+    if value is None:
+        return None
     if not value.isascii():
         value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value.replace("\x00", "\\x00")
