@@ -111,30 +111,32 @@ def _bench_database(kind, url, template, folder, options):
     try:
         with _gunicorn("receiver:create_app()", options.port, options.workers, env, folder / "receiver") as receiver, \
                 _gunicorn("bench.floor:app", options.port + 1, options.workers,
-                          {"PROMETHEUS_MULTIPROC_DIR": str(folder / "floor-metrics")}, folder / "floor"):
+                          {"PROMETHEUS_MULTIPROC_DIR": str(folder / "floor-metrics")}, folder / "floor") as floor:
             _wait_until_up(f"http://127.0.0.1:{options.port}{options.ready_path}")
             _wait_until_up(f"http://127.0.0.1:{options.port + 1}/livez")
             runs = _Runs(template, options)
-            runs.drive(receiver_url, 2)  # warm up: imports, connection pools, page cache
-            runs.drive(floor_url, 2)
+            runs.drive(receiver_url, receiver.pid, 2)  # warm up: imports, pools, page cache
+            runs.drive(floor_url, floor.pid, 2)
             pairs, lost = [], 0
             memory = _Memory(receiver.pid, options.memory_callbacks)
-            print(f"{'pair':>4}  {'receiver rps':>12} {'p50 ms':>7} {'p99 ms':>7}  "
-                  f"{'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7}  {'ratio':>5}  acknowledged/stored")
+            print(f"{'pair':>4}  {'receiver rps':>12} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms':>6}  "
+                  f"{'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms':>6}  {'ratio':>5}  "
+                  f"acknowledged/stored")
             for pair in range(1, options.pairs + 1):
                 before = _stored(engine, env)
-                a = runs.drive(receiver_url, options.seconds)
+                a = runs.drive(receiver_url, receiver.pid, options.seconds)
                 stored = _stored(engine, env) - before
                 memory.sample(before + stored)
-                b = runs.drive(floor_url, options.seconds)
+                b = runs.drive(floor_url, floor.pid, options.seconds)
                 lost += max(0, a.acknowledged - stored)
                 pairs.append((a, b))
                 # wrk drops the answers still in flight when a run ends: stored may exceed
                 # acknowledged by those; the reverse would be a lost callback.
                 check = "ok" if stored >= a.acknowledged else "LOST"
                 errors = f", {a.errors} errors" if a.errors else ""
-                print(f"{pair:>4}  {a.rps:>12.0f} {a.p50_ms:>7.1f} {a.p99_ms:>7.1f}  {b.rps:>9.0f} "
-                      f"{b.p50_ms:>7.1f} {b.p99_ms:>7.1f}  {a.rps / b.rps:>5.2f}  "
+                print(f"{pair:>4}  {a.rps:>12.0f} {a.p50_ms:>7.1f} {a.p99_ms:>7.1f} {a.cpu_ms:>6.2f}  "
+                      f"{b.rps:>9.0f} {b.p50_ms:>7.1f} {b.p99_ms:>7.1f} {b.cpu_ms:>6.2f}  "
+                      f"{a.rps / b.rps:>5.2f}  "
                       f"{a.acknowledged}/{stored} {check}{errors}")
             summary = _summary(kind, pairs, lost)
             print(summary)
@@ -152,10 +154,14 @@ class _Runs:
         self.template, self.options, self.count = template, options, 0
         self.prefix = int(time.time()) % 100_000
 
-    def drive(self, url, seconds):
+    def drive(self, url, server_pid, seconds):
+        """One run against `url`; its Result also says the server's CPU time per request."""
         self.count += 1
-        return load.run(url, self.template, f"{self.prefix:05d}{self.count:03d}", seconds,
-                        self.options.connections, self.options.threads)
+        before = _cpu_seconds(server_pid)
+        result = load.run(url, self.template, f"{self.prefix:05d}{self.count:03d}", seconds,
+                          self.options.connections, self.options.threads)
+        result.cpu_ms = (_cpu_seconds(server_pid) - before) * 1000 / max(result.acknowledged, 1)
+        return result
 
 
 def _summary(kind, pairs, lost):
@@ -167,6 +173,8 @@ def _summary(kind, pairs, lost):
             f"(p50 {statistics.median(a.p50_ms for a, _ in pairs):.1f} ms, p99 {p99:.1f} ms)  "
             f"floor {statistics.median(b.rps for _, b in pairs):6.0f} rps  "
             f"ratio {ratio:.2f} (goal >= {goal}, p99 < {P99_GOAL_MS} ms: {verdict})  "
+            f"server CPU per request {statistics.median(a.cpu_ms for a, _ in pairs):.2f} ms vs "
+            f"{statistics.median(b.cpu_ms for _, b in pairs):.2f} ms  "
             f"acknowledged but not stored: {lost}")
 
 
@@ -209,9 +217,23 @@ class _Memory:
 def _drive_to(memory, runs, url, engine, env):
     """Drive the receiver until every memory checkpoint has been sampled."""
     while memory.checkpoints:
-        runs.drive(url, 5)
+        runs.drive(url, memory.master_pid, 5)
         memory.sample(_stored(engine, env))
     memory.report()
+
+
+def _cpu_seconds(master_pid):
+    """CPU time (user + system) used so far by gunicorn's master and its live workers.
+
+    Steadier than requests/s on a shared machine: other jobs slow a server down, but they
+    hardly change how much CPU it spends on each request.
+    """
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    ticks = 0
+    for pid in [master_pid, *map(int, children)]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _worker_memory(master_pid):

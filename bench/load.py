@@ -25,6 +25,7 @@ class Result:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_ms: float = 0.0  # the server's CPU time per acknowledged request, when measured
 
     @property
     def rps(self):
