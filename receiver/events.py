@@ -175,10 +175,10 @@ def _parse_v3(document):
 
 
 def _find_data_key(document, event_type):
-    candidates = [k for k, v in document.items() if k not in ENVELOPE_KEYS and isinstance(v, dict)]
     for key in DATA_KEYS.get(event_type, ()):
         if isinstance(document.get(key), dict):
             return key
+    candidates = [k for k, v in document.items() if k not in ENVELOPE_KEYS and isinstance(v, dict)]
     if len(candidates) == 1:
         return _storable_key(candidates[0])
     if not candidates:
