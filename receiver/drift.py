@@ -43,19 +43,23 @@ NESTED: dict[str, frozenset] = {
 }
 # A body with thousands of new keys must not cost thousands of metric updates.
 MAX_REPORTED = 20
+# NESTED with each path split once, not on every callback.
+_NESTED_KEYS = [(path, path.split("."), known) for path, known in NESTED.items()]
 
 
 def unknown_fields(event_type: str, data: dict) -> tuple[str, ...]:
     """Dotted paths of the fields in a v3 event's data that its type is not known to carry."""
     unknown = sorted(data.keys() - KNOWN.get(event_type, TASK))
-    for path, known in NESTED.items():
-        value = _at(data, path)
+    for path, keys, known in _NESTED_KEYS:
+        value = _at(data, keys)
         if isinstance(value, dict):
-            unknown.extend(f"{path}.{key}" for key in sorted(value.keys() - known))
+            new = value.keys() - known
+            if new:
+                unknown.extend(f"{path}.{key}" for key in sorted(new))
     return tuple(unknown[:MAX_REPORTED])
 
 
-def _at(data, path):
-    for key in path.split("."):
+def _at(data, keys):
+    for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data

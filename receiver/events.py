@@ -116,7 +116,10 @@ def decode_json(body: bytes):
     except UnicodeDecodeError as exc:
         raise Refusal("invalid_json", f"The body is not valid UTF-8: {exc}.") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):
+            # json.loads refuses a second BOM in these words; _DECODER.decode does not check.
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise Refusal("invalid_json", f"The body is not valid JSON: {_short(exc)}.") from None
 
@@ -172,10 +175,10 @@ def _parse_v3(document):
 
 
 def _find_data_key(document, event_type):
-    candidates = [k for k, v in document.items() if k not in ENVELOPE_KEYS and isinstance(v, dict)]
     for key in DATA_KEYS.get(event_type, ()):
         if isinstance(document.get(key), dict):
             return key
+    candidates = [k for k, v in document.items() if k not in ENVELOPE_KEYS and isinstance(v, dict)]
     if len(candidates) == 1:
         return _storable_key(candidates[0])
     if not candidates:
@@ -283,6 +286,10 @@ def _finite_float(text):
     if not math.isfinite(value):
         raise ValueError(f"number {text[:40]} is out of range")
     return value
+
+
+# One decoder for every body: json.loads with these hooks would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def _short(exc):

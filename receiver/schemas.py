@@ -6,38 +6,74 @@ PostgreSQL cannot store.
 """
 from datetime import timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, validate
 
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
 
+NUL_MESSAGE = "Must not contain NUL characters."
+SURROGATE_MESSAGE = "Must be valid Unicode (no lone surrogates)."
+
+# The fields below check values inside _deserialize rather than through `validate=` lists, and
+# report what those lists did, message for message: parsing is on the request path, and
+# marshmallow builds and runs an And() of the validators for every field of every load.
+
+
+def _storage_problem(value):
+    """Why PostgreSQL could not store the string `value`, or None if it can."""
+    if "\x00" in value:
+        return NUL_MESSAGE
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return SURROGATE_MESSAGE
+    return None
+
 
 def _storable(value):
-    if "\x00" in value:
-        raise ValidationError("Must not contain NUL characters.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError("Must be valid Unicode (no lone surrogates).") from None
+    problem = _storage_problem(value)
+    if problem:
+        raise ValidationError(problem)
 
 
-def _utc_representable(value):
-    # 9999-12-31T23:59:59-01:00 parses, but is past datetime.max once converted to UTC.
-    try:
-        value.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValidationError("Must be a time between the years 1 and 9999 in UTC.") from None
+class _Checked(fields.Field):
+    """A field whose every check is in _deserialize, so a present value needs nothing else."""
+
+    def __init__(self, *args, **kwargs):
+        if {"validate", "pre_load", "post_load"} & kwargs.keys():
+            raise TypeError(f"{type(self).__name__} checks values in _deserialize.")
+        super().__init__(*args, **kwargs)
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        if value is missing or value is None:
+            # required, allow_none and load_default are marshmallow's to apply.
+            return super().deserialize(value, attr, data, **kwargs)
+        return self._deserialize(value, attr, data, **kwargs)
 
 
-def Text(max_length=None, **kwargs):
+class Text(_Checked, fields.String):
     """A string field safe to store in a column of `max_length` characters."""
-    validators = [_storable]
-    if max_length:
-        validators.append(validate.Length(max=max_length))
-    return fields.String(validate=validators, allow_none=True, **kwargs)
+
+    def __init__(self, max_length=None, **kwargs):
+        super().__init__(allow_none=True, **kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            value = super()._deserialize(value, attr, data, **kwargs)  # "Not a valid string."
+        problem = _storage_problem(value)
+        too_long = self.max_length is not None and len(value) > self.max_length
+        if problem or too_long:
+            # Both problems at once, as the validator list this replaces reported them.
+            problems = [problem] if problem else []
+            if too_long:
+                problems.append(f"Longer than maximum length {self.max_length}.")
+            raise ValidationError(problems)
+        return value
 
 
-class IdString(fields.Field):
+class IdString(_Checked, fields.Field):
     """An ID as a string: FileIds exceed 2**53, and one sent as a JSON number keeps every digit."""
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -50,7 +86,7 @@ class IdString(fields.Field):
         return value
 
 
-class Status(fields.Field):
+class Status(_Checked, fields.Field):
     """Task status: a word (FINISH, PROCESSING) in most events, a number in some (0 = OK)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -63,14 +99,64 @@ class Status(fields.Field):
         return value
 
 
+class BoundedInteger(_Checked, fields.Integer):
+    """An integer from `minimum` to `maximum`."""
+
+    def __init__(self, minimum, maximum, **kwargs):
+        super().__init__(allow_none=True, **kwargs)
+        self._range = validate.Range(min=minimum, max=maximum)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self._range(super()._deserialize(value, attr, data, **kwargs))
+
+
 def Count(maximum=MAX_INT64, **kwargs):
-    return fields.Integer(allow_none=True, validate=validate.Range(min=0, max=maximum), **kwargs)
+    return BoundedInteger(0, maximum, **kwargs)
 
 
-def Seconds(**kwargs):
-    return fields.Float(
-        allow_none=True, allow_nan=False, validate=validate.Range(min=0, max=1e12), **kwargs
-    )
+class Seconds(_Checked, fields.Float):
+    """A duration in seconds: finite, 0 to 1e12."""
+
+    _range = validate.Range(min=0, max=1e12)
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_none=True, allow_nan=False, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self._range(super()._deserialize(value, attr, data, **kwargs))
+
+
+class UtcDateTime(_Checked, fields.AwareDateTime):
+    """A time with an offset (UTC if none) that still lies within datetime's range in UTC."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=timezone.utc, allow_none=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        # 9999-12-31T23:59:59-01:00 parses, but is past datetime.max once converted to UTC.
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("Must be a time between the years 1 and 9999 in UTC.") from None
+        return value
+
+
+class Object(_Checked, fields.Nested):
+    """A nested object, or null."""
+
+    def __init__(self, nested, **kwargs):
+        super().__init__(nested, allow_none=True, **kwargs)
+
+
+class TaskInput(Object):
+    """`Input`: an object with a FileId in the tasks we index it from. Other event types use
+    the name for structures of their own, which the raw body keeps; those are skipped."""
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        if not isinstance(value, dict):
+            return missing
+        return super().deserialize(value, attr, data, **kwargs)
 
 
 class _Schema(Schema):
@@ -91,10 +177,9 @@ class MediaBasicInfoSchema(_Schema):
     Type = Text(64)
     MediaUrl = Text()
     StorageRegion = Text(64)
-    ClassId = fields.Integer(allow_none=True, validate=validate.Range(min=-MAX_INT64, max=MAX_INT64))
-    CreateTime = fields.AwareDateTime(default_timezone=timezone.utc, allow_none=True,
-                                      validate=_utc_representable)
-    SourceInfo = fields.Nested(MediaSourceSchema, allow_none=True)
+    ClassId = BoundedInteger(-MAX_INT64, MAX_INT64)
+    CreateTime = UtcDateTime()
+    SourceInfo = Object(MediaSourceSchema)
 
 
 class MediaMetaDataSchema(_Schema):
@@ -111,21 +196,13 @@ class TaskInputSchema(_Schema):
 class TaskSchema(_Schema):
     """The fields we index from any v3 task object (FileUploadTask, ProcedureTask, …)."""
 
-    @pre_load
-    def _ignore_foreign_input(self, data, **kwargs):
-        # `Input` is an object with a FileId in the tasks we index it from; other event types
-        # use the name for structures of their own, which the raw body keeps.
-        if not isinstance(data.get("Input"), dict):
-            data = {k: v for k, v in data.items() if k != "Input"}
-        return data
-
     TaskId = Text(256)
     Status = Status(allow_none=True)
     FileId = IdString(allow_none=True)
     FileIdSet = fields.List(IdString(), allow_none=True, validate=validate.Length(max=10000))
-    Input = fields.Nested(TaskInputSchema, allow_none=True)
-    MediaBasicInfo = fields.Nested(MediaBasicInfoSchema, allow_none=True)
-    MetaData = fields.Nested(MediaMetaDataSchema, allow_none=True)
+    Input = TaskInput(TaskInputSchema)
+    MediaBasicInfo = Object(MediaBasicInfoSchema)
+    MetaData = Object(MediaMetaDataSchema)
     ProcedureTaskId = Text(256)
     ReviewAudioVideoTaskId = Text(256)
 
@@ -170,7 +247,7 @@ class V2DataSchema(_Schema):
     fileSize = Count()
     width = Count(MAX_INT32)
     height = Count(MAX_INT32)
-    metaData = fields.Nested(V2MetaDataSchema, allow_none=True)
+    metaData = Object(V2MetaDataSchema)
 
 
 class V2NewFileUploadSchema(V2DataSchema):

@@ -200,6 +200,42 @@ def test_schema_refusal_names_the_field():
     assert caught.value.details == {"FileUploadEvent": {"FileId": ["Missing data for required field."]}}
 
 
+def _upload(**task):
+    return json.dumps({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "1", **task}}).encode()
+
+
+# The field checks live in the field classes (schemas.py); these are the words they must keep.
+FIELD_PROBLEMS = [
+    (_upload(TaskId="\x00" * 300),
+     {"TaskId": ["Must not contain NUL characters.", "Longer than maximum length 256."]}),
+    (_upload(ProcedureTaskId="\ud800"), {"ProcedureTaskId": ["Must be valid Unicode (no lone surrogates)."]}),
+    (_upload(MediaBasicInfo={"Type": "\u00e9" * 65}),
+     {"MediaBasicInfo": {"Type": ["Longer than maximum length 64."]}}),
+    (_upload(MediaBasicInfo={"SourceInfo": {"SourceType": 5}}),
+     {"MediaBasicInfo": {"SourceInfo": {"SourceType": ["Not a valid string."]}}}),
+    (_upload(MediaBasicInfo={"CreateTime": "9999-12-31T23:59:59-01:00"}),
+     {"MediaBasicInfo": {"CreateTime": ["Must be a time between the years 1 and 9999 in UTC."]}}),
+    (_upload(MetaData={"Width": 2**31}),
+     {"MetaData": {"Width": ["Must be greater than or equal to 0 and less than or equal to 2147483647."]}}),
+    (_upload(MetaData={"Duration": 1e13}), {"MetaData": {"Duration": [
+        "Must be greater than or equal to 0 and less than or equal to 1000000000000.0."]}}),
+]
+
+
+@pytest.mark.parametrize("body, problems", FIELD_PROBLEMS, ids=[str(p) for _, p in FIELD_PROBLEMS])
+def test_field_refusals_list_every_problem_in_the_same_words(body, problems):
+    with pytest.raises(Refusal) as caught:
+        events.parse(body)
+    assert caught.value.details == {"FileUploadEvent": problems}
+
+
+def test_a_second_utf8_bom_is_refused_as_json_loads_words_it():
+    with pytest.raises(Refusal) as caught:
+        events.parse(b"\xef\xbb\xbf\xef\xbb\xbf{}")
+    assert caught.value.message == ("The body is not valid JSON: Unexpected UTF-8 BOM "
+                                    "(decode using utf-8-sig): line 1 column 1 (char 0).")
+
+
 def test_utf8_bom_is_tolerated():
     assert events.parse(b"\xef\xbb\xbf" + sample("v3-push-newfileupload.json")).event_type == "NewFileUpload"
 
