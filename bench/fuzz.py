@@ -569,7 +569,7 @@ def run(database_url, requests, seed, samples, max_body_bytes, out=sys.stdout):
         say(f"  FAIL {failure}")
     say("  result: " + ("FAILED" if failures
                         else "ok: no 5xx, ledger balanced, every valid callback accepted"))
-    db.engine(app).dispose()
+    db.dispose(app)
     return failures
 
 

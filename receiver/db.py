@@ -110,6 +110,12 @@ class WriteLock:
             f"database is locked: no write turn within {self.timeout * 1000:.0f} ms"))
 
 
+def dispose(app=None):
+    """Close the app's database connections: the group writer's, then the pool's."""
+    writer(app).close()
+    engine(app).dispose()
+
+
 def writer(app=None) -> GroupWriter:
     """The app's group writer, which stores callbacks."""
     return (app or current_app).extensions["receiver.db.writer"]

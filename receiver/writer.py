@@ -11,9 +11,11 @@ There is no writer thread: the first request thread to arrive leads, writing wha
 that arrived meanwhile, who writes them all in one transaction. At light load each request
 writes its own delivery at once, with no hand-over and no waiting for a batch to fill.
 """
+import os
 import threading
+import weakref
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import store
 
@@ -26,6 +28,9 @@ class GroupWriter:
         self._mutex = threading.Lock()
         self._pending = []  # jobs not yet in a batch
         self._led = False  # a thread is writing (and will hand the lead on)
+        # Kept between batches, and used by the leader only: checking a connection out of the
+        # pool and back cost more than the insert (a rollback round trip on PostgreSQL).
+        self._connection, self._pid = None, None
 
     def record(self, delivery, verdict) -> store.Outcome:
         """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not."""
@@ -55,12 +60,20 @@ class GroupWriter:
                 else:
                     self._led = False
 
-    def _write(self, batch):
+    def _write(self, batch, retry=True):
         try:
-            with self.write_turn(), self.engine.connect() as connection:
-                outcomes = [store.record(connection, job.delivery, job.verdict) for job in batch]
-                connection.commit()
+            with self.write_turn():
+                connection = self._connect()
+                try:
+                    outcomes = [store.record(connection, job.delivery, job.verdict) for job in batch]
+                    connection.commit()
+                except BaseException:
+                    self.close()  # rolls back; the next batch starts on a fresh connection
+                    raise
         except Exception as exc:  # every waiting request gets an answer, whatever went wrong
+            if retry and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                # The kept connection had died (a database restart): once more on a new one.
+                return self._write(batch, retry=False)
             if len(batch) > 1 and isinstance(exc, SQLAlchemyError) and store.refused_content(exc):
                 # The database refused one delivery's values, and that rolled back the rest:
                 # write each alone, so only that one fails (and is spooled by its request).
@@ -72,6 +85,19 @@ class GroupWriter:
             return
         for job, outcome in zip(batch, outcomes):
             job.finish(outcome)
+
+    def _connect(self):
+        # A forked child must not use its parent's connection: it opens its own.
+        if self._connection is None or self._pid != os.getpid():
+            self._connection, self._pid = self.engine.connect(), os.getpid()
+            weakref.finalize(self, self._connection.close)  # an app dropped without db.dispose
+        return self._connection
+
+    def close(self):
+        """Give the kept connection back to the pool (the next batch opens another)."""
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.close()
+        self._connection = None
 
 
 class _Job:

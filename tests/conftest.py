@@ -77,7 +77,7 @@ def make_app(database_url, tmp_path):
 
     yield make
     for app in apps:
-        db.engine(app).dispose()
+        db.dispose(app)
 
 
 @pytest.fixture

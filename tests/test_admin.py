@@ -34,7 +34,7 @@ def test_admin_api_does_not_exist_without_tokens(database_url, tmp_path, tokens)
         response = client.get(f"{API}{path}", headers=AUTH)
         assert response.status_code == 404
         assert response.json["error"]["code"] == "not_found"
-    db.engine(app).dispose()
+    db.dispose(app)
 
 
 def test_tokens_from_a_comma_separated_string_each_work(database_url, tmp_path):
@@ -45,7 +45,7 @@ def test_tokens_from_a_comma_separated_string_each_work(database_url, tmp_path):
                           ("o", 401)):
         response = client.get(f"{API}/stats", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == status
-    db.engine(app).dispose()
+    db.dispose(app)
 
 
 @pytest.mark.parametrize("authorization", [

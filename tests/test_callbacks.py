@@ -126,7 +126,7 @@ def test_concurrent_duplicates_across_instances_are_stored_once(app, database_ur
         thread.start()
     for thread in threads:
         thread.join()
-    db.engine(other).dispose()
+    db.dispose(other)
     assert statuses == [200] * 8
     with db.session_factory(app)() as session:
         [event] = _events(session)
@@ -190,7 +190,7 @@ def test_remote_address_is_read_through_the_trusted_proxies(database_url, tmp_pa
         assert event.remote_addr == expected
         session.delete(event)
         session.commit()
-    db.engine(app).dispose()
+    db.dispose(app)
 
 
 def test_only_post_is_allowed(client):

@@ -27,7 +27,7 @@ def test_a_writer_kept_waiting_past_the_timeout_spools_the_callback(database_url
         fcntl.flock(other_worker, fcntl.LOCK_EX)
         response = app.test_client().post(
             "/callbacks/vod", data=(SAMPLES / "v3-push-newfileupload.json").read_bytes())
-    db.engine(app).dispose()
+    db.dispose(app)
 
     assert response.status_code == 200  # answered as always, within the timeout
     assert len(list((tmp_path / "spool").glob("*.json"))) == 1

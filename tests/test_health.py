@@ -47,7 +47,7 @@ def test_not_ready_when_the_database_was_never_migrated(tmp_path):
 
 
 def test_not_ready_until_migrations_reach_head(client, database_url):
-    db.engine(client.application).dispose()
+    db.dispose(client.application)
     command.downgrade(db.alembic_config(database_url), "-1")
     try:
         behind = client.get("/readyz")

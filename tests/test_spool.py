@@ -60,7 +60,7 @@ def outage_app(app, outage, tmp_path):
     app = create_app({"RECEIVER_DATABASE_URL": outage.app_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
                       "RECEIVER_SPOOL_DRAIN_INTERVAL": 0, "RECEIVER_DB_TIMEOUT_MS": 200})
     yield app
-    db.engine(app).dispose()
+    db.dispose(app)
 
 
 def _count(session, model):

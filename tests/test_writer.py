@@ -5,7 +5,8 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, StatementError
 
 from receiver import db, events, store
@@ -52,6 +53,7 @@ def record_concurrently(writer, jobs):
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    writer.close()
     return results
 
 
@@ -120,3 +122,17 @@ def test_rejections_and_events_share_a_batch(app, session):
     assert sorted(r.kind for r in results) == ["rejected", "stored"]
     assert session.scalar(select(Rejection.reason)) == "invalid_json"
     assert events.parse(session.scalar(select(Event.body))).fields["file_id"] == "f1"
+
+
+def test_a_kept_connection_that_died_is_replaced_without_failing_the_delivery(app, session):
+    if make_url(db.engine(app).url).get_backend_name() != "postgresql":
+        pytest.skip("a SQLite connection cannot be cut from outside")
+    writer = db.writer(app)
+    assert writer.record(*upload_job("f1")).kind == "stored"
+    # As a database restart would: the server ends the writer's idle connection.
+    backend = writer._connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    writer._connection.rollback()
+    session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+
+    assert writer.record(*upload_job("f2")).kind == "stored"
+    assert set(session.scalars(select(Event.file_id))) == {"f1", "f2"}
