@@ -90,7 +90,9 @@ class GroupWriter:
         # A forked child must not use its parent's connection: it opens its own.
         if self._connection is None or self._pid != os.getpid():
             self._connection, self._pid = self.engine.connect(), os.getpid()
-            weakref.finalize(self, self._connection.close)  # an app dropped without db.dispose
+            # Closed if the app is dropped without db.dispose (not at exit: after a fork, the
+            # parent's connection must be left alone, and exiting closes the socket anyway).
+            weakref.finalize(self, self._connection.close).atexit = False
         return self._connection
 
     def close(self):
