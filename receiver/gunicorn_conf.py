@@ -15,9 +15,12 @@ from . import config as _config
 class RedactingLogger(_Logger):
     """Gunicorn's logger, with URL tokens and signatures redacted from the access log."""
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.secrets = _config.tokens_from_env()  # read once: the workers' settings are fixed
+
     def atoms(self, resp, req, environ, request_time):
-        secrets = _config.tokens_from_env()
-        return {key: _auth.redact(value, secrets) if isinstance(value, str) else value
+        return {key: _auth.redact(value, self.secrets) if isinstance(value, str) else value
                 for key, value in super().atoms(resp, req, environ, request_time).items()}
 
 
