@@ -178,7 +178,8 @@ def _refuse_unrouted():
     else:  # not found, or a redirect to a path with merged slashes: neither is the callback URL
         refusal = Refusal("not_found", f"Nothing receives callbacks at this path; {_callback_url()}.",
                           status=404)
-    verdict, _outcome = record(delivery, _refuse_address() or refusal)
+    verdict, outcome = record(delivery, _refuse_address() or refusal)
+    observe(delivery, verdict, outcome)
     raise verdict
 
 

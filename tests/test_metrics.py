@@ -45,6 +45,8 @@ def test_metrics_count_callbacks_by_outcome_type_format_and_reason(client):
     client.post("/callbacks/vod", data=(SAMPLES / "v3-push-filedeleted.json").read_bytes())
     client.post("/callbacks/vod", data=b"{not json")
     client.post("/callbacks/vod", data=b"[]")
+    client.get("/callbacks/vod")
+    client.post("/callbacks/vdo", data=upload("1002"))
 
     response = client.get("/metrics")
 
@@ -55,10 +57,12 @@ def test_metrics_count_callbacks_by_outcome_type_format_and_reason(client):
     assert value(samples, "vod_callbacks_total", outcome="duplicate", reason="") == 1
     assert value(samples, "vod_callbacks_total", outcome="rejected", reason="invalid_json") == 1
     assert value(samples, "vod_callbacks_total", outcome="rejected", reason="not_an_object") == 1
+    assert value(samples, "vod_callbacks_total", outcome="rejected", reason="method_not_allowed") == 1
+    assert value(samples, "vod_callbacks_total", outcome="rejected", reason="not_found") == 1
     assert value(samples, "vod_events_total", event_type="NewFileUpload", format="v3") == 2
     assert value(samples, "vod_events_total", event_type="NewFileUpload", format="v2") == 1
     assert value(samples, "vod_events_total", event_type="FileDeleted", format="v3") == 1
-    assert value(samples, "vod_ingest_seconds_count") == 6
+    assert value(samples, "vod_ingest_seconds_count") == 8
     assert value(samples, "vod_spool_depth") == 0
 
 
