@@ -1,0 +1,23 @@
+"""`make bench` works as a new user would run it: both servers up, figures printed, nothing lost."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SAMPLES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ingest_benchmark_prints_its_figures_and_loses_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ingest", "--pairs", "1", "--seconds", "1",
+         "--memory-callbacks", "0", "--databases", "sqlite", "--port", "18650",
+         "--sample", str(SAMPLES / "v3-push-newfileupload.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = done.stdout.split("Summary", 1)[1]
+    assert re.search(r"sqlite\s+receiver\s+\d+ rps .* ratio \d+\.\d\d .* server CPU per request "
+                     r"\d+\.\d\d ms vs \d+\.\d\d ms\s+acknowledged but not stored: 0", summary), done.stdout
+    assert " ok" in done.stdout and "LOST" not in done.stdout
