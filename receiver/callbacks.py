@@ -42,21 +42,21 @@ def receive(token=None):
 
 def read_delivery(channel="push"):
     """The request as a Delivery, reading at most the body limit (a larger body is refused)."""
-    config = current_app.config
+    config, req = current_app.config, request._get_current_object()  # one proxy lookup each
     limit, secrets = config["RECEIVER_MAX_BODY_BYTES"], config["RECEIVER_CALLBACK_TOKENS"]
-    body = request.stream.read(limit + 1)
-    declared = request.content_length
+    body = req.stream.read(limit + 1)
+    declared = req.content_length
     too_large = len(body) > limit or (declared is not None and declared > limit)
-    query = request.query_string.decode("utf-8", "backslashreplace")
+    query = req.query_string.decode("utf-8", "backslashreplace")
     delivery = store.Delivery(
         body=body[:limit],
         channel=channel,
-        content_type=_text(request.content_type),
-        remote_addr=_text(request.remote_addr),
-        headers=redact_headers(request.headers, secrets),
-        method=_text(request.method)[:16],
+        content_type=_text(req.content_type),
+        remote_addr=_text(req.remote_addr),
+        headers=redact_headers(req.headers, secrets),
+        method=_text(req.method)[:16],
         # The path carries the URL token and the query may carry Sign: both are redacted.
-        path=auth.redact(_text(request.path + (f"?{query}" if query else "")), secrets),
+        path=auth.redact(_text(req.path + (f"?{query}" if query else "")), secrets),
         body_truncated=too_large,
     )
     refusal = None

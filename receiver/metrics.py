@@ -48,21 +48,29 @@ class Metrics:
             "vod_unknown_fields", "Fields in v3 event data that the event type is not known "
             "to carry (a dotted path).", ["event_type", "field"], registry=registry)
         self._seen = {"event_type": set(), "field": set()}
+        self._children = {}  # (metric, label values) -> the labelled child, looked up once
+
+    def _child(self, metric, *values):
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:  # label values are bounded (see _bounded), and so is this dict
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def callback(self, verdict, outcome, seconds):
         """Count one callback: its outcome, its event, its latency and any drift it shows."""
         self.ingest_seconds.observe(seconds)
         if isinstance(verdict, Refusal):
-            self.callbacks.labels(outcome, verdict.reason).inc()
+            self._child(self.callbacks, outcome, verdict.reason).inc()
             return
-        self.callbacks.labels(outcome, "").inc()
+        self._child(self.callbacks, outcome, "").inc()
         event_type = verdict.event_type
         if event_type not in DATA_KEYS:
             event_type = self._bounded("event_type", event_type)
-            self.unknown_event_types.labels(event_type).inc()
-        self.events.labels(event_type, verdict.format).inc()
+            self._child(self.unknown_event_types, event_type).inc()
+        self._child(self.events, event_type, verdict.format).inc()
         for name in verdict.unknown_fields:
-            self.unknown_fields.labels(event_type, self._bounded("field", name)).inc()
+            self._child(self.unknown_fields, event_type, self._bounded("field", name)).inc()
 
     def _bounded(self, kind, value):
         seen = self._seen[kind]
