@@ -84,7 +84,7 @@ def reject(connection, delivery: Delivery, refusal: Refusal) -> int:
         "path": delivery.path,
         "body_truncated": delivery.body_truncated,
     }
-    return _compiled("reject", connection.dialect).execute(connection, values)[0]
+    return _compiled(_reject_statement, connection.dialect).execute(connection, values)[0]
 
 
 def refused_content(exc) -> bool:
@@ -111,15 +111,15 @@ def _upsert_event(connection, delivery, parsed):
         "delivery_count": 1,
         "last_seen_at": delivery.received_at,
     }
-    return _compiled("upsert", connection.dialect).execute(connection, values)
+    return _compiled(_upsert_statement, connection.dialect).execute(connection, values)
 
 
-def _compiled(name, dialect):
+def _compiled(build, dialect):
     # Built and compiled once per database driver: building the upsert per request (and its
     # cache key over every value) cost more than storing the row.
-    key = (name, dialect.name, dialect.driver)
+    key = (build, dialect.name, dialect.driver)
     if key not in _COMPILED:
-        _COMPILED[key] = CompiledInsert(_STATEMENTS[name](dialect.name), dialect)
+        _COMPILED[key] = CompiledInsert(build(dialect.name), dialect)
     return _COMPILED[key]
 
 
@@ -147,7 +147,6 @@ def _upsert_statement(dialect_name):
 
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-_STATEMENTS = {"upsert": _upsert_statement, "reject": _reject_statement}
 _COMPILED = {}
 
 
