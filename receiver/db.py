@@ -17,10 +17,14 @@ from .writer import GroupWriter
 
 
 def make_engine(url, timeout_ms=2000):
-    """Create an engine for `url` with the connection settings the receiver relies on."""
+    """Create an engine for `url` with the connection settings the receiver relies on.
+
+    Its errors never quote the values of a statement: they are logged, and the values are
+    callback bodies and headers.
+    """
     url = make_url(url)
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": timeout_ms / 1000})
+        engine = create_engine(url, connect_args={"timeout": timeout_ms / 1000}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -38,7 +42,8 @@ def make_engine(url, timeout_ms=2000):
     connect_args = {}
     if url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = max(1, round(timeout_ms / 1000))
-    return create_engine(url, connect_args=connect_args, pool_size=5, max_overflow=5)
+    return create_engine(url, connect_args=connect_args, pool_size=5, max_overflow=5,
+                         hide_parameters=True)
 
 
 def init_app(app):

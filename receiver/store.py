@@ -179,7 +179,7 @@ class CompiledInsert:
 
     def execute(self, connection, values):
         """Insert `values` (column key -> value) on `connection`; the row RETURNING gave."""
-        params = self._parameters(values)
+        params = self._parameters(values, connection)
         if not connection.in_transaction():
             connection.begin()  # as execute would: the caller's commit() commits this
         cursor = connection.connection.cursor()
@@ -191,12 +191,12 @@ class CompiledInsert:
                           and self.dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor))
             if disconnect:
                 connection.invalidate(exc)
-            raise self._error(exc, params, disconnect) from exc
+            raise self._error(exc, params, connection, disconnect) from exc
         finally:
             if not connection.invalidated:
                 cursor.close()
 
-    def _parameters(self, values):
+    def _parameters(self, values, connection):
         # A column left out is NULL, not its type's None (JSON would write the text null).
         params = []
         for _name, key, process, default in self.binds:
@@ -205,14 +205,15 @@ class CompiledInsert:
                 try:
                     value = process(value)
                 except Exception as exc:  # a value its column's type cannot take
-                    raise self._error(exc, None) from exc
+                    raise self._error(exc, None, connection) from exc
             params.append(value)
         if self.positional:
             return params
         return {name: value for (name, *_rest), value in zip(self.binds, params)}
 
-    def _error(self, exc, params, disconnect=False):
+    def _error(self, exc, params, connection, disconnect=False):
         return DBAPIError.instance(self.sql, params, exc, self.dialect.loaded_dbapi.Error,
+                                   hide_parameters=connection.engine.hide_parameters,
                                    connection_invalidated=disconnect, dialect=self.dialect)
 
 
