@@ -30,7 +30,7 @@ class GroupWriter:
         self._led = False  # a thread is writing (and will hand the lead on)
         # Kept between batches, and used by the leader only: checking a connection out of the
         # pool and back cost more than the insert (a rollback round trip on PostgreSQL).
-        self._connection, self._pid = None, None
+        self._connection, self._pid, self._closer = None, None, None
 
     def record(self, delivery, verdict) -> store.Outcome:
         """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not."""
@@ -89,16 +89,20 @@ class GroupWriter:
     def _connect(self):
         # A forked child must not use its parent's connection: it opens its own.
         if self._connection is None or self._pid != os.getpid():
+            if self._closer is not None:
+                self._closer.detach()  # a parent's connection is left alone
             self._connection, self._pid = self.engine.connect(), os.getpid()
             # Closed if the app is dropped without db.dispose (not at exit: after a fork, the
             # parent's connection must be left alone, and exiting closes the socket anyway).
-            weakref.finalize(self, self._connection.close).atexit = False
+            # One finalizer per kept connection, so reconnecting does not pile them up.
+            self._closer = weakref.finalize(self, self._connection.close)
+            self._closer.atexit = False
         return self._connection
 
     def close(self):
         """Give the kept connection back to the pool (the next batch opens another)."""
         if self._connection is not None and self._pid == os.getpid():
-            self._connection.close()
+            self._closer()  # closes it, once
         self._connection = None
 
 
