@@ -78,7 +78,9 @@ def _worker_settings():
 
     extra = f", GUNICORN_CMD_ARGS={os.environ['GUNICORN_CMD_ARGS']!r}" if os.environ.get("GUNICORN_CMD_ARGS") else ""
     worker_class = getattr(gunicorn_conf, "worker_class", "sync")  # gunicorn's defaults
-    return f"{worker_class}, {getattr(gunicorn_conf, 'threads', 1)} threads{extra}"
+    if worker_class == "gthread":
+        return f"gthread, {getattr(gunicorn_conf, 'threads', 1)} threads{extra}"
+    return f"{worker_class}, {getattr(gunicorn_conf, 'worker_connections', 1000)} connections each{extra}"
 
 
 def _parser():

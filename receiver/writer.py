@@ -10,8 +10,14 @@ There is no writer thread: the first request thread to arrive leads, writing wha
 (its own delivery among it) while later ones wait; then it hands the lead to the first of those
 that arrived meanwhile, who writes them all in one transaction. At light load each request
 writes its own delivery at once, with no hand-over and no waiting for a batch to fill.
+
+Under gunicorn's gevent worker (the shipped setting) a worker's requests are greenlets of one
+thread, and SQLite's calls block that thread: nothing could join a batch while it is written,
+so every leader would write alone. There a leader first lets the loop run the requests it
+has already read (gevent.idle): they parse their bodies and join, and one commit covers them.
 """
 import os
+import sys
 import threading
 import weakref
 
@@ -31,6 +37,7 @@ class GroupWriter:
         # Kept between batches, and used by the leader only: checking a connection out of the
         # pool and back cost more than the insert (a rollback round trip on PostgreSQL).
         self._connection, self._pid, self._closer = None, None, None
+        self._gather = _gatherer()
 
     def record(self, delivery, verdict) -> store.Outcome:
         """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not."""
@@ -47,6 +54,8 @@ class GroupWriter:
         return job.outcome
 
     def _lead(self):
+        if self._gather is not None:
+            self._gather()  # let the requests already read join this batch
         with self._mutex:
             batch, self._pending = self._pending, []
         try:
@@ -104,6 +113,16 @@ class GroupWriter:
         if self._connection is not None and self._pid == os.getpid():
             self._closer()  # closes it, once
         self._connection = None
+
+
+def _gatherer():
+    # gevent.idle returns once the loop has run every greenlet that was ready. With threads,
+    # the others already join while a batch is written (the database calls let them run).
+    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("threading"):
+        from gevent import idle
+
+        return idle
+    return None
 
 
 class _Job:

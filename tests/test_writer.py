@@ -1,4 +1,8 @@
 """Group commit: concurrent deliveries share transactions, and each gets its own answer."""
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -136,3 +140,41 @@ def test_a_kept_connection_that_died_is_replaced_without_failing_the_delivery(ap
 
     assert writer.record(*upload_job("f2")).kind == "stored"
     assert set(session.scalars(select(Event.file_id))) == {"f1", "f2"}
+
+
+GREENLETS = """
+import json, sys
+from gevent import monkey
+monkey.patch_all()  # as gunicorn's gevent worker does, before the app is loaded
+import gevent
+from sqlalchemy import event
+from receiver import create_app, db, store
+from factories import new_file_upload
+
+app = create_app({"RECEIVER_DATABASE_URL": sys.argv[1], "RECEIVER_SPOOL_DIR": sys.argv[2]})
+commits = []
+event.listen(db.engine(app), "commit", lambda _conn: commits.append(1))
+
+def deliver(i):
+    delivery = store.Delivery(body=new_file_upload(f"g{i}"))
+    return db.writer(app).record(delivery, store.judge(delivery)).kind
+
+# Eight requests of one worker, each in its own greenlet, as a burst of callbacks would be.
+outcomes = [g.value for g in gevent.joinall([gevent.spawn(deliver, i) for i in range(8)], raise_error=True)]
+db.dispose(app)
+print(json.dumps({"outcomes": outcomes, "commits": len(commits)}))
+"""
+
+
+def test_greenlets_of_a_gevent_worker_share_commits(database_url, session, tmp_path):
+    # SQLite's calls block a gevent worker's one thread: without gathering first, each greenlet
+    # would lead a batch of its own and every callback would pay its own synced commit.
+    done = subprocess.run([sys.executable, "-c", GREENLETS, database_url, str(tmp_path / "spool")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+
+    assert result["outcomes"] == ["stored"] * 8
+    assert result["commits"] == 1
+    assert session.scalar(select(func.count()).select_from(Event)) == 8
