@@ -2,6 +2,7 @@
 import logging
 import re
 import threading
+from functools import lru_cache
 
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,10 +29,13 @@ _log_filter = auth.RedactingFilter()
 @bp.post("/callbacks/vod/<token>", provide_automatic_options=False)
 def receive(token=None):
     """Receive one VOD callback (v3 or legacy v2) and store it before answering."""
-    delivery, too_large = read_delivery()
+    # The app's settings and the request, looked up once rather than through the proxies.
+    config, req = current_app.config, request._get_current_object()
+    delivery, too_large = read_delivery(config, req)
     # Cheapest and least revealing first: who is asking, with which token, how much, then
     # the signature (which needs the body).
-    refusal = _refuse_address() or _refuse_token(token) or too_large or _refuse_signature(delivery)
+    refusal = (_refuse_address(config, req) or _refuse_token(config, token) or too_large
+               or _refuse_signature(config, req, delivery))
     verdict, outcome = record(delivery, refusal)
     observe(delivery, verdict, outcome)
     if isinstance(verdict, Refusal):
@@ -40,9 +44,8 @@ def receive(token=None):
     return {}
 
 
-def read_delivery(channel="push"):
+def read_delivery(config, req, channel="push"):
     """The request as a Delivery, reading at most the body limit (a larger body is refused)."""
-    config, req = current_app.config, request._get_current_object()  # one proxy lookup each
     limit, secrets = config["RECEIVER_MAX_BODY_BYTES"], config["RECEIVER_CALLBACK_TOKENS"]
     body = req.stream.read(limit + 1)
     declared = req.content_length
@@ -86,8 +89,13 @@ def record(delivery, refusal=None):
 
 def redact_headers(headers, secrets=()):
     """Request headers as a dict, with credentials, tokens and signatures replaced."""
-    return {_text(k): REDACTED if SECRET_HEADER.search(k) else auth.redact(_text(v), secrets)
+    return {_text(k): REDACTED if _secret_header(k) else auth.redact(_text(v), secrets)
             for k, v in headers.items()}
+
+
+@lru_cache(maxsize=256)  # the same few header names arrive with every callback
+def _secret_header(name):
+    return SECRET_HEADER.search(name) is not None
 
 
 def redact_logs(app):
@@ -98,26 +106,26 @@ def redact_logs(app):
             logger.addFilter(_log_filter)
 
 
-def _refuse_address():
-    networks = current_app.config["RECEIVER_ALLOWED_CIDRS"]
+def _refuse_address(config, req):
+    networks = config["RECEIVER_ALLOWED_CIDRS"]
     if not networks:
         return None
-    hops = current_app.config["RECEIVER_TRUSTED_PROXIES"]
+    hops = config["RECEIVER_TRUSTED_PROXIES"]
     # ProxyFix took the address `hops` entries from the right of X-Forwarded-For; with fewer
     # entries it left the nearest proxy's own address, which must not pass for the client's.
-    forwarded = parse_list_header(request.environ.get("HTTP_X_FORWARDED_FOR") or "")
+    forwarded = parse_list_header(req.environ.get("HTTP_X_FORWARDED_FOR") or "")
     if hops and (len(forwarded) < hops or not forwarded[-hops]):
         return Refusal("ip_not_allowed", f"The client address is unknown: X-Forwarded-For has fewer "
                        f"than RECEIVER_TRUSTED_PROXIES={hops} entries.", status=403,
                        details={"forwarded_for_entries": len(forwarded), "trusted_proxies": hops})
-    if auth.address_allowed(request.remote_addr, networks):
+    if auth.address_allowed(req.remote_addr, networks):
         return None
     return Refusal("ip_not_allowed", "The client address is outside RECEIVER_ALLOWED_CIDRS.",
-                   status=403, details={"remote_addr": _text(str(request.remote_addr))})
+                   status=403, details={"remote_addr": _text(str(req.remote_addr))})
 
 
-def _refuse_token(token):
-    tokens = current_app.config["RECEIVER_CALLBACK_TOKENS"]
+def _refuse_token(config, token):
+    tokens = config["RECEIVER_CALLBACK_TOKENS"]
     if not tokens:
         if token is None:
             return None
@@ -131,8 +139,8 @@ def _refuse_token(token):
     return None
 
 
-def _refuse_signature(delivery):
-    keys = current_app.config["VOD_SIGN_KEYS"]
+def _refuse_signature(config, req, delivery):
+    keys = config["VOD_SIGN_KEYS"]
     if not keys:
         return None
     # A body that is not a JSON object can still be signed in the query; if it is, parsing
@@ -141,9 +149,9 @@ def _refuse_signature(delivery):
         document = events.decode_json(delivery.body)
     except Refusal:
         document = None
-    return auth.check_signature(auth.find_signature(document, request.args), keys,
+    return auth.check_signature(auth.find_signature(document, req.args), keys,
                                 now=delivery.received_at.timestamp(),
-                                clock_skew=current_app.config["RECEIVER_SIGN_CLOCK_SKEW"])
+                                clock_skew=config["RECEIVER_SIGN_CLOCK_SKEW"])
 
 
 def _callback_url():
@@ -168,17 +176,19 @@ def _refuse_unrouted():
     # A wrong method or path under /callbacks/ may still be VOD (a mistyped callback URL) or
     # someone probing: record it like any refusal instead of letting routing answer unseen.
     # Other paths are not callbacks and get the plain 404.
-    failure = request.routing_exception
-    if failure is None or not request.path.startswith(PREFIX):
+    req = request._get_current_object()
+    failure = req.routing_exception
+    if failure is None or not req.path.startswith(PREFIX):
         return
-    delivery, _too_large = read_delivery()
+    config = current_app.config
+    delivery, _too_large = read_delivery(config, req)
     if isinstance(failure, MethodNotAllowed):
         refusal = Refusal("method_not_allowed", "Callbacks are accepted by POST only.",
                           status=405, headers={"Allow": "POST"})
     else:  # not found, or a redirect to a path with merged slashes: neither is the callback URL
         refusal = Refusal("not_found", f"Nothing receives callbacks at this path; {_callback_url()}.",
                           status=404)
-    verdict, outcome = record(delivery, _refuse_address() or refusal)
+    verdict, outcome = record(delivery, _refuse_address(config, req) or refusal)
     observe(delivery, verdict, outcome)
     raise verdict
 

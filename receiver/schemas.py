@@ -4,9 +4,10 @@ Unknown fields are excluded, not refused: VOD adds fields over time and the raw 
 Every string that reaches a column is length-limited and free of NUL and lone surrogates, which
 PostgreSQL cannot store.
 """
+from collections.abc import Mapping
 from datetime import timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate
 
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
@@ -160,8 +161,31 @@ class TaskInput(Object):
 
 
 class _Schema(Schema):
+    """Unknown fields excluded; valid data takes a short way through the fields.
+
+    Marshmallow keeps an error store and builds a closure per field for every load, though a
+    callback's values are nearly always valid. Here each field deserializes (and validates)
+    its value directly; at the first error, the data is loaded again marshmallow's own way, so
+    every message and detail is the one it gives.
+    """
+
     class Meta:
         unknown = EXCLUDE
+
+    def _deserialize(self, data, *, error_store, many=False, partial=None, unknown=RAISE, index=None):
+        if not many and partial is None and unknown == EXCLUDE and isinstance(data, Mapping):
+            loaded = {}
+            try:
+                for attr_name, field_obj in self.load_fields.items():
+                    name = attr_name if field_obj.data_key is None else field_obj.data_key
+                    value = field_obj.deserialize(data.get(name, missing), name, data)
+                    if value is not missing:
+                        loaded[field_obj.attribute or attr_name] = value
+                return loaded
+            except ValidationError:
+                pass
+        return super()._deserialize(data, error_store=error_store, many=many, partial=partial,
+                                    unknown=unknown, index=index)
 
 
 # --- v3 (PascalCase) -------------------------------------------------------------------------
