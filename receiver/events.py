@@ -95,10 +95,14 @@ def parse(body: bytes) -> ParsedEvent:
     document = decode_json(body)
     if not isinstance(document, dict):
         raise Refusal("not_an_object", f"The body must be a JSON object, not {_json_kind(document)}.")
-    if "EventType" in document or any(key in EVENT_TYPES for key in document):
-        return _parse_v3(document)
-    if "eventType" in document or "version" in document:
-        return _parse_v2(document)
+    try:
+        if "EventType" in document or any(key in EVENT_TYPES for key in document):
+            return _parse_v3(document)
+        if "eventType" in document or "version" in document:
+            return _parse_v2(document)
+    except RecursionError:
+        # A body nested just shallowly enough to decode can still be too deep to hash or walk.
+        raise Refusal("invalid_json", "The body is nested too deeply to process.") from None
     raise Refusal(
         "unknown_format",
         "Not a VOD callback: expected 'EventType' (v3) or 'version' and 'eventType' (legacy v2).",

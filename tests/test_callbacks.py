@@ -159,6 +159,22 @@ def test_bad_input_gets_a_clear_error_and_is_recorded(client, session, body, sta
     assert _events(session) == []
 
 
+def test_bodies_nested_near_the_recursion_limit_are_answered_and_recorded(client, session):
+    # Python's JSON decoder gives up at the recursion limit; a body nested a few levels less
+    # decodes, but hashing it (canonical_hash) went deeper still and answered 500 unrecorded.
+    depths = range(900, 1100, 3)
+    for depth in depths:
+        body = ('{"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": '
+                '{"TaskId": "t-%d", "Deep": %s}}' % (depth, "[" * depth + "]" * depth))
+        response = client.post("/callbacks/vod", data=body, content_type="application/json")
+        assert response.status_code in (200, 400), (depth, response.get_json())
+        if response.status_code == 400:
+            assert response.get_json()["error"]["code"] == "invalid_json"
+    stored = session.scalar(select(func.count()).select_from(Event))
+    assert stored + session.scalar(select(func.count()).select_from(Rejection)) == len(depths)
+    assert 0 < stored < len(depths)
+
+
 def test_body_over_the_limit_is_refused_413_and_recorded(app, session):
     app.config["RECEIVER_MAX_BODY_BYTES"] = 1000
     body = new_file_upload(source_context="x" * 2000)
