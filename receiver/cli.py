@@ -67,7 +67,7 @@ def spool_group():
 def spool_drain():
     """Store every spooled delivery in the database now."""
     spool_dir = current_app.config["RECEIVER_SPOOL_DIR"]
-    drained = spool.drain(db.session_factory(), spool_dir)
+    drained = spool.drain(db.writer(), spool_dir)
     left = spool.depth(spool_dir)
     click.echo(f"drained {drained}, {left} left in {spool_dir}")
     if left:

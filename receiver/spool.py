@@ -49,11 +49,13 @@ def depth(spool_dir):
         return 0
 
 
-def drain(session_factory, spool_dir):
-    """Store every spooled delivery in the database; returns how many were drained.
+def drain(writer, spool_dir):
+    """Store every spooled delivery through `writer` (db.writer); returns how many were drained.
 
     Stops at the first database error, leaving the rest for the next drain. Only one process
-    drains at a time (a lock file); the others return 0 at once.
+    drains at a time (a lock file); the others return 0 at once. Going through the group
+    writer, a drain takes its turns with the callbacks arriving meanwhile (on SQLite it never
+    finds the database locked, which would stall a gevent worker for the busy timeout).
     """
     spool_dir = Path(spool_dir)
     if depth(spool_dir) == 0:
@@ -67,18 +69,16 @@ def drain(session_factory, spool_dir):
             delivery = store.Delivery.from_dict(record["delivery"])
             refusal = Refusal.from_dict(record["refusal"]) if record["refusal"] else None
             try:
-                with session_factory() as session, session.begin():
-                    store.record(session.connection(), delivery, store.judge(delivery, refusal))
+                writer.record(delivery, store.judge(delivery, refusal))
             except StatementError as exc:  # a DBAPIError, or a value no column type could bind
                 if not store.refused_content(exc):
                     log.warning("spool drain stopped: database unavailable (%s)", exc.orig)
                     break
                 # The database refused this record's content, not the connection: keep it
                 # as a rejection an admin can see rather than retrying it forever.
-                with session_factory() as session, session.begin():
-                    store.reject(session.connection(), delivery, Refusal(
-                        "store_failed", f"The database refused this delivery: {str(exc.orig)[:300]}",
-                        status=500))
+                writer.record(delivery, Refusal(
+                    "store_failed", f"The database refused this delivery: {str(exc.orig)[:300]}",
+                    status=500))
             # A crash between the commit and this unlink stores the delivery again on the
             # next drain, where it is counted as a duplicate: counted twice, never lost.
             path.unlink()
@@ -94,14 +94,14 @@ def start_drainer(app):
     interval = app.config["RECEIVER_SPOOL_DRAIN_INTERVAL"]
     if interval <= 0:
         return None
-    from .db import session_factory
+    from .db import writer
 
-    factory, spool_dir = session_factory(app), app.config["RECEIVER_SPOOL_DIR"]
+    spool_dir = app.config["RECEIVER_SPOOL_DIR"]
 
     def run():
         while not stop.wait(interval):
             try:
-                drain(factory, spool_dir)
+                drain(writer(app), spool_dir)
             except Exception:  # keep draining on later ticks whatever went wrong
                 log.exception("spool drain failed")
 

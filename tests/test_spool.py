@@ -86,7 +86,7 @@ def test_callbacks_survive_a_database_outage_and_are_stored_once(outage_app, out
     assert not [m for m in failures if "order-" in m or "FileUploadEvent" in m or "[parameters:" in m]
 
     outage.end()
-    assert spool.drain(db.session_factory(outage_app), spool_dir) == 7
+    assert spool.drain(db.writer(outage_app), spool_dir) == 7
     assert spool.depth(spool_dir) == 0
     stored = session.scalars(select(Event).where(Event.file_id != "before").order_by(Event.file_id)).all()
     assert [(e.file_id, e.source_context, e.delivery_count) for e in stored] == [
@@ -94,7 +94,7 @@ def test_callbacks_survive_a_database_outage_and_are_stored_once(outage_app, out
     assert stored[1].body == bodies[1]
     [rejection] = session.scalars(select(Rejection)).all()
     assert (rejection.reason, rejection.body) == ("invalid_json", b"not json")
-    assert spool.drain(db.session_factory(outage_app), spool_dir) == 0
+    assert spool.drain(db.writer(outage_app), spool_dir) == 0
     assert _count(session, Event) == 6
 
 
@@ -104,7 +104,7 @@ def test_drain_keeps_the_spool_while_the_database_is_still_down(outage_app, outa
     try:
         assert client.post(URL, data=sample("v2-newfileupload.json")).status_code == 200
         spool_dir = outage_app.config["RECEIVER_SPOOL_DIR"]
-        assert spool.drain(db.session_factory(outage_app), spool_dir) == 0
+        assert spool.drain(db.writer(outage_app), spool_dir) == 0
         assert spool.depth(spool_dir) == 1
     finally:
         outage.end()
@@ -124,7 +124,7 @@ def test_spool_drains_by_itself_once_the_database_is_back(app, outage, tmp_path,
     served.extensions["receiver.drainer"].stop.set()
     assert spool.depth(tmp_path / "auto") == 0
     assert session.scalar(select(Event.file_id)) == "auto-1"
-    db.engine(served).dispose()
+    db.dispose(served)
 
 
 def test_spool_drain_command(outage_app, outage, session):
