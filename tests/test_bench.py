@@ -21,3 +21,14 @@ def test_ingest_benchmark_prints_its_figures_and_loses_nothing(tmp_path):
     assert re.search(r"sqlite\s+receiver\s+\d+ rps .* ratio \d+\.\d\d .* server CPU per request "
                      r"\d+\.\d\d ms vs \d+\.\d\d ms\s+acknowledged but not stored: 0", summary), done.stdout
     assert " ok" in done.stdout and "LOST" not in done.stdout
+
+
+def test_in_process_benchmark_prints_cpu_per_callback():
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--callbacks", "40", "--warm-up", "8",
+         "--sample", str(SAMPLES / "v3-push-newfileupload.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.fullmatch(r"receiver: 40 callbacks, CPU per callback \d+ µs user \+ \d+ µs system\n",
+                        done.stdout), done.stdout
