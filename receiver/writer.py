@@ -1,4 +1,4 @@
-"""Group commit: the request threads of a process share transactions, several callbacks per commit.
+"""Group commit: the requests of a process share transactions, several callbacks per commit.
 
 Each callback is still answered only after the commit that holds it (synchronous, durable);
 what changes is that the deliveries arriving while one commit is under way share the next.
@@ -6,9 +6,9 @@ One sync to disk then covers several callbacks, and on SQLite a worker takes the
 shared by all processes once per batch instead of once per request: that turn, held across
 every commit, was what capped ingest throughput (docs/operations.md).
 
-There is no writer thread: the first request thread to arrive leads, writing what is pending
-(its own delivery among it) while later ones wait; then it hands the lead to the first of those
-that arrived meanwhile, who writes them all in one transaction. At light load each request
+There is no writer thread: the first request (a thread, or a greenlet under gevent) to arrive
+leads, writing what is pending (its own delivery among it) while later ones wait; then it hands
+the lead to the first of those that arrived meanwhile, who writes them all in one transaction. At light load each request
 writes its own delivery at once, with no hand-over and no waiting for a batch to fill.
 
 Under gunicorn's gevent worker (the shipped setting) a worker's requests are greenlets of one
