@@ -30,8 +30,8 @@ workers = int(os.environ.get("RECEIVER_WORKERS") or min(2 * multiprocessing.cpu_
 # A callback spends most of its time waiting for the database (every commit is synced), so a
 # worker serves many at once: gevent's worker runs each request in a greenlet. The callbacks a
 # worker holds share the next commit (receiver/writer.py), and switching between greenlets costs
-# far less than handing the interpreter lock between threads: measured against 8 threads per
-# worker, 1.45x the callbacks per second on SQLite at 0.75 of the CPU (docs/operations.md).
+# far less than handing the interpreter lock between threads (measured against 8 threads per
+# worker: docs/operations.md, "What was done for the goals").
 # psycopg 3 waits for PostgreSQL cooperatively; SQLite calls are short and block the worker.
 # (GUNICORN_CMD_ARGS="--worker-class gthread --threads 8" serves with threads instead.)
 worker_class = "gevent"

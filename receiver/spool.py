@@ -53,9 +53,9 @@ def drain(writer, spool_dir):
     """Store every spooled delivery through `writer` (db.writer); returns how many were drained.
 
     Stops at the first database error, leaving the rest for the next drain. Only one process
-    drains at a time (a lock file); the others return 0 at once. Going through the group
-    writer, a drain takes its turns with the callbacks arriving meanwhile (on SQLite it never
-    finds the database locked, which would stall a gevent worker for the busy timeout).
+    drains at a time (a lock file); the others return 0 at once. Through the group writer a
+    drain waits for SQLite's write turn as callbacks do, not in SQLite's busy handler, which
+    would block a gevent worker's every request while it waits.
     """
     spool_dir = Path(spool_dir)
     if depth(spool_dir) == 0:
