@@ -14,8 +14,8 @@ MAX_LOGGED_CHARS = 200
 
 def observe(delivery, verdict, outcome):
     """Count one callback and log it: request id, event type, FileId, outcome, latency."""
-    context = g._get_current_object()
-    seconds = time.perf_counter() - context.request_started
+    current = g._get_current_object()  # this request's
+    seconds = time.perf_counter() - current.request_started
     metrics.metrics().callback(verdict, outcome, seconds)
     fields = {"outcome": outcome, "latency_ms": round(seconds * 1000, 2),
               "channel": delivery.channel, "body_size": len(delivery.body),
@@ -31,4 +31,4 @@ def observe(delivery, verdict, outcome):
             fields["unknown_fields"] = list(verdict.unknown_fields)
     # A spooled delivery is safe but means the database failed: worth a warning.
     level = logging.WARNING if outcome == "spooled" else logging.INFO
-    log.log(level, "callback %s", outcome, extra={"request_id": context.request_id, "fields": fields})
+    log.log(level, "callback %s", outcome, extra={"request_id": current.request_id, "fields": fields})
