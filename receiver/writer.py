@@ -8,8 +8,9 @@ every commit, was what capped ingest throughput (docs/operations.md).
 
 There is no writer thread: the first request (a thread, or a greenlet under gevent) to arrive
 leads, writing what is pending (its own delivery among it) while later ones wait; then it hands
-the lead to the first of those that arrived meanwhile, who writes them all in one transaction. At light load each request
-writes its own delivery at once, with no hand-over and no waiting for a batch to fill.
+the lead to the first of those that arrived meanwhile, who writes them all in one transaction.
+At light load each request writes its own delivery at once, with no hand-over and no waiting
+for a batch to fill.
 
 Under gunicorn's gevent worker (the shipped setting) a worker's requests are greenlets of one
 thread, and SQLite's calls block that thread: nothing could join a batch while it is written,
