@@ -59,6 +59,7 @@ class GroupWriter:
             self._gather()  # let the requests already read join this batch
         with self._mutex:
             batch, self._pending = self._pending, []
+        batch.sort(key=_lock_order)
         try:
             self._write(batch)
         finally:
@@ -114,6 +115,13 @@ class GroupWriter:
         if self._connection is not None and self._pid == os.getpid():
             self._closer()  # closes it, once
         self._connection = None
+
+
+def _lock_order(job):
+    # Upserts lock their event's row until the commit. Two workers' batches taking the same
+    # events in different orders would deadlock on PostgreSQL, and one batch would be spooled;
+    # every batch taking them in key order cannot. (Rejections take no lock anyone waits for.)
+    return getattr(job.verdict, "dedup_key", "")
 
 
 def _gatherer():
