@@ -53,6 +53,9 @@ def main(argv=None):
     print(f"vod-receiver ingest benchmark: {os.cpu_count()} CPUs, {options.workers} workers each "
           f"({_worker_settings()}), {options.connections} connections, load generator {load.name()}, "
           f"{options.pairs} pairs x {options.seconds} s, body {sample.name} (unique FileId)")
+    if load.name() != "wrk":
+        print("wrk: not installed (apt-get install wrk); the Python load generator takes CPU from the "
+              "servers, the floor most, so its ratios read higher than wrk's and than the goals assume")
     if "postgresql" not in databases:
         print("PostgreSQL: skipped (set RECEIVER_BENCH_POSTGRES_URL to a server URL to include it)")
     summaries = []
