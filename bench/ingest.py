@@ -192,11 +192,12 @@ def _summary(kind, pairs, lost):
     ratio = statistics.median(a.rps / b.rps for a, b in pairs)
     p99 = statistics.median(a.p99_ms for a, _b in pairs)
     goal = GOALS[kind]
-    verdict = "meets" if ratio >= goal and p99 < P99_GOAL_MS else "misses"
+    missed = [name for name, met in (("ratio", ratio >= goal), ("p99", p99 < P99_GOAL_MS)) if not met]
+    verdict = f"misses the {' and the '.join(missed)}" if missed else "meets both"
     return (f"{kind:<10}  receiver {statistics.median(a.rps for a, _ in pairs):6.0f} rps "
             f"(p50 {statistics.median(a.p50_ms for a, _ in pairs):.1f} ms, p99 {p99:.1f} ms)  "
             f"floor {statistics.median(b.rps for _, b in pairs):6.0f} rps  "
-            f"ratio {ratio:.2f} (goal >= {goal}, p99 < {P99_GOAL_MS} ms: {verdict})  "
+            f"ratio {ratio:.3f} (goal >= {goal}, p99 < {P99_GOAL_MS} ms: {verdict})  "
             f"server CPU per request {statistics.median(a.cpu_ms for a, _ in pairs):.2f} ms vs "
             f"{statistics.median(b.cpu_ms for _, b in pairs):.2f} ms  "
             f"acknowledged but not stored: {lost}")
