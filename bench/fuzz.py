@@ -96,12 +96,10 @@ def fuzz_config(database_url, spool_dir, max_body_bytes=1024 * 1024):
 
 
 def load_samples(folder=None):
-    """The callback bodies (v3 push and v2) in `folder`, or the shared samples beside the repo."""
-    candidates = [folder] if folder else [
-        Path(__file__).resolve().parents[2] / "shared" / "samples",
-        os.environ.get("RECEIVER_SAMPLES_DIR"),
-        "../shared/samples",
-    ]
+    """The callback bodies (v3 push and v2) in `folder`, or the samples shipped in the package."""
+    from receiver.samples import FOLDER
+
+    candidates = [folder or FOLDER]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             files = sorted(p for p in Path(candidate).glob("*.json")

@@ -29,12 +29,12 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from receiver import db, spool
+from receiver import db, samples, spool
 
 from . import load
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = Path(os.environ.get("RECEIVER_SAMPLES_DIR", ROOT.parent / "shared" / "samples"))
+SAMPLE = Path(os.environ.get("RECEIVER_SAMPLES_DIR") or samples.FOLDER)
 BENCH_DATABASE = "vodr_bench_ingest"
 GOALS = {"sqlite": 0.5, "postgresql": 0.35}
 P99_GOAL_MS = 50

@@ -151,15 +151,24 @@ def _remove_session(_exc):
 
 def alembic_config(url):
     """An alembic Config for the migrations shipped with the receiver, aimed at `url`."""
-    from pathlib import Path
-
-    import migrations
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(_migrations_folder()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+def _migrations_folder():
+    # Installed, the migrations are the package receiver.migrations; in a checkout they are the
+    # top-level migrations/ folder beside receiver/ (package_dir in setup.cfg maps one to the other).
+    from pathlib import Path
+
+    try:
+        from . import migrations
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "migrations"
+    return Path(migrations.__file__).parent
 
 
 def upgrade(url, revision="head"):

@@ -7,7 +7,6 @@ skip with the reason when it is unset or unreachable.
 """
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -16,9 +15,7 @@ from sqlalchemy.engine import make_url
 from receiver import create_app, db
 from receiver.models import Base
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-if not SAMPLES.is_dir():  # a checkout with shared/ beside it, or RECEIVER_SAMPLES_DIR
-    SAMPLES = Path(os.environ.get("RECEIVER_SAMPLES_DIR", "../shared/samples")).resolve()
+from receiver.samples import FOLDER as SAMPLES  # shipped inside the package
 
 
 def _postgres_database():

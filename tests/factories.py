@@ -1,4 +1,4 @@
-"""Builders for callback bodies and stored events, and the sample bodies from ../shared/samples."""
+"""Builders for callback bodies and stored events, and the sample bodies shipped in receiver/samples."""
 import json
 from datetime import datetime, timedelta, timezone
 
