@@ -22,7 +22,6 @@ import argparse
 import collections
 import copy
 import json
-import os
 import random
 import sys
 import tempfile

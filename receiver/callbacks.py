@@ -1,18 +1,17 @@
-"""Blueprint for VOD's callback URL: read raw -> authenticate -> parse -> store (or spool) -> 200 {}."""
+"""Blueprint for VOD's callback URL: read raw -> authenticate -> ingest (store or spool) -> 200 {}."""
 import logging
 import re
 import threading
 from functools import lru_cache
 
 from flask import Blueprint, current_app, request
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.http import parse_list_header
 
 from . import auth, events, spool, store
 from .auth import REDACTED
-from .db import writer
 from .events import Refusal
+from .ingest import ingest
 from .telemetry import observe
 
 bp = Blueprint("callbacks", __name__)
@@ -36,7 +35,7 @@ def receive(token=None):
     # the signature (which needs the body).
     refusal = (_refuse_address(config, req) or _refuse_token(config, token) or too_large
                or _refuse_signature(config, req, delivery))
-    verdict, outcome = record(delivery, refusal)
+    verdict, outcome = ingest(delivery, refusal)
     observe(delivery, verdict, outcome)
     if isinstance(verdict, Refusal):
         raise verdict
@@ -67,24 +66,6 @@ def read_delivery(config, req, channel="push"):
         refusal = Refusal("body_too_large", f"The body is larger than the limit of {limit} bytes.",
                           status=413, details={"limit": limit, "content_length": declared})
     return delivery, refusal
-
-
-def record(delivery, refusal=None):
-    """Store the delivery, or spool it when the database fails.
-
-    Returns (verdict, outcome): the ParsedEvent stored or the Refusal to answer with, and
-    what became of the delivery: stored, duplicate, rejected or spooled.
-    """
-    verdict = store.judge(delivery, refusal)
-    try:
-        outcome = writer().record(delivery, verdict).kind
-    except SQLAlchemyError as exc:
-        # The writer rolled back whatever the failed transaction had begun.
-        path = spool.write(current_app.config["RECEIVER_SPOOL_DIR"], delivery,
-                           verdict if isinstance(verdict, Refusal) else None)
-        log.warning("database write failed (%s); delivery spooled to %s", exc, path.name)
-        outcome = "spooled"
-    return verdict, outcome
 
 
 def redact_headers(headers, secrets=()):
@@ -188,7 +169,7 @@ def _refuse_unrouted():
     else:  # not found, or a redirect to a path with merged slashes: neither is the callback URL
         refusal = Refusal("not_found", f"Nothing receives callbacks at this path; {_callback_url()}.",
                           status=404)
-    verdict, outcome = record(delivery, _refuse_address(config, req) or refusal)
+    verdict, outcome = ingest(delivery, _refuse_address(config, req) or refusal)
     observe(delivery, verdict, outcome)
     raise verdict
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from receiver import create_app, db
 from receiver.models import Base
 
-from receiver.samples import FOLDER as SAMPLES  # shipped inside the package
+from receiver.samples import FOLDER as SAMPLES  # noqa: F401  (shipped inside the package; tests import it from here)
 
 
 def _postgres_database():
