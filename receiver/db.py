@@ -52,7 +52,8 @@ def init_app(app):
     app.extensions["receiver.db"] = sessionmaker(engine, expire_on_commit=False)
     lock = app.extensions["receiver.db.write_lock"] = WriteLock.for_url(
         app.config["RECEIVER_DATABASE_URL"], app.config["RECEIVER_DB_TIMEOUT_MS"])
-    app.extensions["receiver.db.writer"] = GroupWriter(engine, lock.held if lock else nullcontext)
+    app.extensions["receiver.db.writer"] = GroupWriter(engine, lock.held if lock else nullcontext,
+                                                       app.config["RECEIVER_DB_TIMEOUT_MS"])
     app.teardown_appcontext(_remove_session)
 
 
@@ -62,7 +63,8 @@ class WriteLock:
     SQLite lets one writer in at a time, and a writer that finds it busy sleeps in growing steps
     (1, 2, 5, 10 ... 100 ms) before it looks again: with several threads writing, they spend
     more time asleep than committing. Queued here instead, a writer gets its turn within a
-    fraction of a millisecond. The wait is bounded by RECEIVER_DB_TIMEOUT_MS like SQLite's own.
+    fraction of a millisecond. The wait is bounded by RECEIVER_DB_TIMEOUT_MS like SQLite's own, or
+    by the deadline the caller gives (what is left of its delivery's time).
     """
 
     POLL_SECONDS = 0.0002
@@ -81,10 +83,12 @@ class WriteLock:
         return cls(f"{url.database}.write-lock", timeout_ms)
 
     @contextmanager
-    def held(self):
+    def held(self, deadline=None):
         """Hold the lock for the block; OperationalError (so the caller spools) on timeout."""
-        deadline = time.monotonic() + self.timeout
-        if not self._threads.acquire(timeout=self.timeout):
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0 or not self._threads.acquire(timeout=left):
             raise self._timed_out()
         try:
             lock_file = self._open()

@@ -16,22 +16,36 @@ Under gunicorn's gevent worker (the shipped setting) a worker's requests are gre
 thread, and SQLite's calls block that thread: nothing could join a batch while it is written,
 so every leader would write alone. There a leader first lets the loop run the requests it
 has already read (gevent.idle): they parse their bodies and join, and one commit covers them.
+
+Every delivery carries a deadline, RECEIVER_DB_TIMEOUT_MS from when it starts waiting: VOD gives
+up after 5 s, so the waits (for a leader, for the write turn, in SQLite's busy handler) must not
+add up. A request still queued at its deadline leaves the queue and fails (its caller spools);
+a leader writes with the earliest deadline of its batch, so every wait of the batch ends by it.
+A request that dies while leading (a killed greenlet, a gevent.Timeout) fails its batch's other
+deliveries into the spool and hands the lead on: nobody is left waiting for a leader that is gone.
 """
 import os
 import sys
 import threading
+import time
 import weakref
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from . import store
 
 
 class GroupWriter:
-    """Write deliveries on `engine` in shared transactions, each inside `write_turn()`."""
+    """Write deliveries on `engine` in shared transactions, each inside `write_turn(deadline)`."""
 
-    def __init__(self, engine, write_turn):
+    def __init__(self, engine, write_turn, timeout_ms=2000):
+        # write_turn(deadline) is a context manager that waits for the turn until `deadline`.
         self.engine, self.write_turn = engine, write_turn
+        self.timeout = timeout_ms / 1000
+        # SQLite's busy timeout is set to RECEIVER_DB_TIMEOUT_MS at connect; a batch with less
+        # time left lowers it on the kept connection (and close() puts it back).
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._full_busy_ms = self._busy_ms = int(timeout_ms)
         self._mutex = threading.Lock()
         self._pending = []  # jobs not yet in a batch
         self._led = False  # a thread is writing (and will hand the lead on)
@@ -40,42 +54,114 @@ class GroupWriter:
         self._connection, self._pid, self._closer = None, None, None
         self._gather = _gatherer()
 
-    def record(self, delivery, verdict) -> store.Outcome:
-        """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not."""
-        job = _Job(delivery, verdict)
+    def record(self, delivery, verdict, deadline=None) -> store.Outcome:
+        """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not.
+
+        `deadline` (time.monotonic()) defaults to RECEIVER_DB_TIMEOUT_MS from now; past it the
+        delivery is given up with an OperationalError.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        job = _Job(delivery, verdict, deadline)
         with self._mutex:
             self._pending.append(job)
             job.leads, self._led = not self._led, True
         if not job.leads:
-            job.wait()  # until a leader wrote it, or made this thread the leader
+            self._wait(job)  # until a leader wrote it, made this thread the leader, or time ran out
         if job.leads:
-            self._lead()
+            self._lead(job)
         if job.error is not None:
             raise job.error
         return job.outcome
 
-    def _lead(self):
-        if self._gather is not None:
-            self._gather()  # let the requests already read join this batch
-        with self._mutex:
-            batch, self._pending = self._pending, []
-        batch.sort(key=_lock_order)
+    def _wait(self, job):
         try:
-            self._write(batch)
+            woken = job.wait(job.deadline - time.monotonic())
+        except BaseException:
+            # Killed while waiting: a lead handed to this request must not die with it.
+            self._withdraw(job)
+            raise
+        if woken:
+            return
+        if self._withdraw(job):
+            job.error = _timed_out(self.timeout)
+            return
+        # A leader already took it into its batch: that batch's waits end by its earliest
+        # deadline, which is no later than this one, and then the leader answers it.
+        job.wait()
+
+    def _withdraw(self, job):
+        # Whether `job` left the queue; False when it is in a batch being written.
+        with self._mutex:
+            try:
+                self._pending.remove(job)
+            except ValueError:
+                return False
+            if job.leads:  # made the leader meanwhile: the next one leads instead
+                job.leads = False
+                self._hand_on()
+            return True
+
+    def _hand_on(self):
+        # Called holding the mutex, by a leader that is done.
+        if self._pending:
+            successor = self._pending[0]
+            successor.leads = True
+            successor.wake()
+        else:
+            self._led = False
+
+    def _lead(self, own):
+        batch = ()
+        try:
+            if self._gather is not None:
+                self._gather()  # let the requests already read join this batch
+            with self._mutex:
+                batch, self._pending = self._pending, []
+            deadline = min(job.deadline for job in batch)
+            if deadline <= time.monotonic():
+                batch = self._expire(batch, own)
+                if not batch:
+                    return
+                deadline = min(job.deadline for job in batch)
+            batch.sort(key=_lock_order)
+            self._write(batch, deadline)
+        except BaseException as exc:
+            # This request died leading (killed, a gevent.Timeout, an interrupt): the others of
+            # its batch are answered now (their requests spool them), not left waiting forever.
+            error = _interrupted(exc)
+            for job in batch:
+                if job is not own and job.outcome is None and job.error is None:
+                    job.finish(error=error)
+            with self._mutex:
+                if own in self._pending:  # died before taking its batch (in _gather)
+                    self._pending.remove(own)
+            raise
         finally:
             with self._mutex:
-                if self._pending:
-                    successor = self._pending[0]
-                    successor.leads = True
-                    successor.wake()
-                else:
-                    self._led = False
+                self._hand_on()
 
-    def _write(self, batch, retry=True):
+    def _expire(self, batch, own):
+        # Deliveries past their deadline are answered at once (and spooled by their requests).
+        now = time.monotonic()
+        live = [job for job in batch if job.deadline > now]
+        for job in batch:
+            if job.deadline <= now:
+                job.finish(error=_timed_out(self.timeout))
+        if live and own.deadline <= now:
+            # This leader's own time is up: it answers now, and the next request writes the rest.
+            with self._mutex:
+                self._pending[:0] = live
+            return []
+        return live
+
+    def _write(self, batch, deadline, retry=True):
         try:
-            with self.write_turn():
+            with self.write_turn(deadline):
                 connection = self._connect()
                 try:
+                    if self._sqlite:
+                        self._limit_busy_wait(connection, deadline)
                     outcomes = [store.record(connection, job.delivery, job.verdict) for job in batch]
                     connection.commit()
                 except BaseException:
@@ -84,12 +170,12 @@ class GroupWriter:
         except Exception as exc:  # every waiting request gets an answer, whatever went wrong
             if retry and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 # The kept connection had died (a database restart): once more on a new one.
-                return self._write(batch, retry=False)
+                return self._write(batch, deadline, retry=False)
             if len(batch) > 1 and isinstance(exc, SQLAlchemyError) and store.refused_content(exc):
                 # The database refused one delivery's values, and that rolled back the rest:
                 # write each alone, so only that one fails (and is spooled by its request).
                 for job in batch:
-                    self._write([job])
+                    self._write([job], deadline)
                 return
             for job in batch:
                 job.finish(error=exc)
@@ -97,12 +183,25 @@ class GroupWriter:
         for job, outcome in zip(batch, outcomes):
             job.finish(outcome)
 
+    def _limit_busy_wait(self, connection, deadline):
+        # SQLite waits in its busy handler while another process holds the database: that wait
+        # may use only what is left of the batch's time. Left alone when within 50 ms of it
+        # (the usual case: the turn came at once), so most batches pay no extra statement.
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise _timed_out(self.timeout)
+        wanted = min(left_ms, self._full_busy_ms)
+        if abs(self._busy_ms - wanted) > 50:
+            connection.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={wanted}")
+            self._busy_ms = wanted
+
     def _connect(self):
         # A forked child must not use its parent's connection: it opens its own.
         if self._connection is None or self._pid != os.getpid():
             if self._closer is not None:
                 self._closer.detach()  # a parent's connection is left alone
             self._connection, self._pid = self.engine.connect(), os.getpid()
+            self._busy_ms = self._full_busy_ms  # as the connect event set it
             # Closed if the app is dropped without db.dispose (not at exit: after a fork, the
             # parent's connection must be left alone, and exiting closes the socket anyway).
             # One finalizer per kept connection, so reconnecting does not pile them up.
@@ -113,6 +212,12 @@ class GroupWriter:
     def close(self):
         """Give the kept connection back to the pool (the next batch opens another)."""
         if self._connection is not None and self._pid == os.getpid():
+            if self._busy_ms != self._full_busy_ms:
+                try:  # pooled, it serves sessions next: give it back the configured busy timeout
+                    self._connection.connection.dbapi_connection.execute(
+                        f"PRAGMA busy_timeout={self._full_busy_ms}")
+                except Exception:
+                    self._connection.invalidate()  # not pooled again
             self._closer()  # closes it, once
         self._connection = None
 
@@ -134,20 +239,31 @@ def _gatherer():
     return None
 
 
+def _timed_out(seconds):
+    return OperationalError("(waiting for the database)", None, TimeoutError(
+        f"database busy: not written within RECEIVER_DB_TIMEOUT_MS ({seconds * 1000:.0f} ms)"))
+
+
+def _interrupted(exc):
+    return OperationalError("(group commit)", None, RuntimeError(
+        f"the request writing this batch was interrupted ({type(exc).__name__})"))
+
+
 class _Job:
     """One delivery waiting for its commit; its thread sleeps on a lock until woken."""
 
-    __slots__ = ("delivery", "verdict", "outcome", "error", "leads", "_asleep")
+    __slots__ = ("delivery", "verdict", "deadline", "outcome", "error", "leads", "_asleep")
 
-    def __init__(self, delivery, verdict):
-        self.delivery, self.verdict = delivery, verdict
+    def __init__(self, delivery, verdict, deadline):
+        self.delivery, self.verdict, self.deadline = delivery, verdict, deadline
         self.outcome = self.error = None
         self.leads = False
         self._asleep = threading.Lock()
         self._asleep.acquire()
 
-    def wait(self):
-        self._asleep.acquire()
+    def wait(self, timeout=None):
+        """Sleep until woken (True) or for `timeout` seconds at most (False)."""
+        return self._asleep.acquire(timeout=-1 if timeout is None else max(timeout, 0))
 
     def wake(self):
         self._asleep.release()

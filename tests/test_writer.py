@@ -27,7 +27,7 @@ class Gate:
         self.writer_ref, self.queued, self.opened = writer_ref, queued, False
 
     @contextmanager
-    def __call__(self):
+    def __call__(self, _deadline=None):
         deadline = time.monotonic() + 10
         while not self.opened and len(self.writer_ref()._pending) < self.queued:
             assert time.monotonic() < deadline, "the other deliveries never queued"
