@@ -524,7 +524,7 @@ def run(database_url, requests, seed, samples, max_body_bytes, out=sys.stdout):
     elapsed = time.monotonic() - started
     spooled = spool.depth(spool_dir)
     if spooled:  # the database was up throughout: a spooled delivery is one it could not store
-        spool.drain(db.writer(app), spool_dir)
+        spool.drain(app, spool_dir)
 
     with factory() as session:
         after = ledger(session)

@@ -67,7 +67,7 @@ def spool_group():
 def spool_drain():
     """Store every spooled delivery in the database now."""
     spool_dir = current_app.config["RECEIVER_SPOOL_DIR"]
-    drained = spool.drain(db.writer(), spool_dir)
+    drained = spool.drain(current_app._get_current_object(), spool_dir)
     left = spool.depth(spool_dir)
     click.echo(f"drained {drained}, {left} left in {spool_dir}")
     if left:
@@ -77,9 +77,13 @@ def spool_drain():
 @spool_group.command("status")
 @with_appcontext
 def spool_status():
-    """Show how many deliveries wait in the spool."""
+    """Show how many deliveries wait in the spool, the oldest's age, and how many were quarantined."""
     spool_dir = current_app.config["RECEIVER_SPOOL_DIR"]
-    click.echo(f"{spool.depth(spool_dir)} waiting in {spool_dir}")
+    state = spool.status(spool_dir)
+    age = state["oldest_age_seconds"]
+    oldest = f", the oldest {age:.0f} s old" if age is not None else ""
+    click.echo(f"{state['depth']} waiting in {spool_dir}{oldest}; {state['quarantined']} "
+               f"quarantined in {os.path.join(spool_dir, spool.QUARANTINE)}")
 
 
 @click.group("events")

@@ -2,9 +2,9 @@
 from flask import Blueprint, current_app
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from werkzeug.exceptions import ServiceUnavailable
 
-from . import db
+from . import db, spool
+from .errors import ApiError
 
 bp = Blueprint("health", __name__)
 
@@ -18,21 +18,29 @@ def live():
 
 @bp.get("/readyz")
 def ready():
-    """Ready when the database answers and its migrations are at the code's head; else 503."""
+    """Ready when the database answers and its migrations are at the code's head; else 503.
+
+    Either way the answer shows the spool: depth, the oldest delivery's age, quarantined files.
+    """
     heads = current_app.extensions["receiver.heads"]
+    state = {"spool": spool.status(current_app.config["RECEIVER_SPOOL_DIR"])}
     try:
         current = _current_revisions()
     except SQLAlchemyError as exc:
         # The exception names the driver's problem; the URL (and any password) stays out.
         reason = getattr(exc, "orig", None) or exc
-        raise ServiceUnavailable(
-            f"The database is unavailable: {type(reason).__name__}: {str(reason).strip()[:300]}"
-        ) from None
+        raise _not_ready(f"The database is unavailable: {type(reason).__name__}: "
+                         f"{str(reason).strip()[:300]}", state) from None
     if current != heads:
-        raise ServiceUnavailable(
+        raise _not_ready(
             f"The database schema is at {_names(current)}, the code expects {_names(heads)}: "
-            "run `vod-receiver db upgrade`.")
-    return {"status": "ready", "revision": _names(heads)}
+            "run `vod-receiver db upgrade`.", state)
+    return {"status": "ready", "revision": _names(heads), **state}
+
+
+def _not_ready(message, details):
+    # The code werkzeug's ServiceUnavailable gave before, now with the spool in the details.
+    return ApiError("service_unavailable", message, 503, details)
 
 
 def init_app(app):

@@ -12,17 +12,20 @@ from .events import Refusal
 log = logging.getLogger(__name__)
 
 
-def ingest(delivery, refusal=None, app=None):
+def ingest(delivery, refusal=None, app=None, spool_on_failure=True):
     """Store the delivery, or spool it when the database fails.
 
     Returns (verdict, outcome): the ParsedEvent stored or the Refusal to answer with, and
-    what became of the delivery: stored, duplicate, rejected or spooled.
+    what became of the delivery: stored, duplicate, rejected or spooled. With
+    `spool_on_failure=False` (the spool drain) the SQLAlchemyError is raised instead.
     """
     app = app or current_app
     verdict = store.judge(delivery, refusal)
     try:
         outcome = writer(app).record(delivery, verdict).kind
     except SQLAlchemyError as exc:
+        if not spool_on_failure:
+            raise
         # The writer rolled back whatever the failed transaction had begun.
         path = spool.write(app.config["RECEIVER_SPOOL_DIR"], delivery,
                            verdict if isinstance(verdict, Refusal) else None)

@@ -83,18 +83,26 @@ class Metrics:
 
 
 class SpoolDepth:
-    """Deliveries waiting in the spool, counted from the folder at scrape time.
+    """Deliveries waiting in the spool, the oldest's age and the quarantined files, read from
+    the folder at scrape time.
 
-    A file count, not a per-process gauge: the spool is shared by every worker.
+    File counts, not per-process gauges: the spool is shared by every worker.
     """
 
     def __init__(self, spool_dir):
         self.spool_dir = spool_dir
 
     def collect(self):
-        """The spool's depth now."""
+        """The spool's depth, oldest age and quarantined count now."""
+        state = spool.status(self.spool_dir)
         yield GaugeMetricFamily("vod_spool_depth", "Deliveries waiting in the spool for the "
-                                "database.", value=spool.depth(self.spool_dir))
+                                "database.", value=state["depth"])
+        yield GaugeMetricFamily("vod_spool_oldest_age_seconds", "Age of the oldest delivery "
+                                "waiting in the spool (0 when empty).",
+                                value=state["oldest_age_seconds"] or 0)
+        yield GaugeMetricFamily("vod_spool_quarantined", "Spool files that could not be read "
+                                "or stored, moved to its quarantine folder.",
+                                value=state["quarantined"])
 
 
 def init_app(app):

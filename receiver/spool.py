@@ -4,23 +4,31 @@ VOD ignores the status code and re-sends only on timeout (vod-spec §4), so a 5x
 database is down would lose the event. Instead each such delivery is written to its own file
 (write, fsync, rename, fsync the folder: a file is either complete or absent, whichever worker
 wrote it) and answered as if stored; the drain moves the files into the database later.
+
+A file the drain cannot read or store (truncated, not JSON, an older version's format) is moved
+to QUARANTINE and recorded as a rejection with its bytes: one bad file must not hold back every
+delivery sorted after it.
 """
 import fcntl
 import json
 import logging
 import os
 import threading
+import time
 import uuid
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
 from .events import Refusal
 
 log = logging.getLogger(__name__)
 SUFFIX = ".json"
+QUARANTINE = "quarantine"  # a folder inside the spool
+_NAME_TIME = "%Y%m%dT%H%M%S%f"
 
 
 def write(spool_dir, delivery, refusal=None):
@@ -28,7 +36,7 @@ def write(spool_dir, delivery, refusal=None):
     spool_dir = Path(spool_dir)
     spool_dir.mkdir(parents=True, exist_ok=True)
     # Names sort by arrival time, so the drain keeps the order deliveries came in.
-    name = f"{delivery.received_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex}{SUFFIX}"
+    name = f"{delivery.received_at.strftime(_NAME_TIME)}-{uuid.uuid4().hex}{SUFFIX}"
     record = {"delivery": delivery.to_dict(), "refusal": refusal.to_dict() if refusal else None}
     tmp = spool_dir / f".{name}.tmp"
     with open(tmp, "w") as f:
@@ -43,45 +51,57 @@ def write(spool_dir, delivery, refusal=None):
 def depth(spool_dir):
     """How many deliveries wait in the spool."""
     try:
-        return sum(1 for entry in os.scandir(spool_dir) if entry.name.endswith(SUFFIX)
-                   and not entry.name.startswith("."))
+        return sum(1 for entry in os.scandir(spool_dir) if _spooled(entry.name))
     except FileNotFoundError:
         return 0
 
 
-def drain(writer, spool_dir):
-    """Store every spooled delivery through `writer` (db.writer); returns how many were drained.
+def status(spool_dir):
+    """The spool at a glance: depth, age in seconds of the oldest delivery (None if empty),
+    and how many files were quarantined."""
+    names = []
+    try:
+        names = [entry.name for entry in os.scandir(spool_dir) if _spooled(entry.name)]
+    except FileNotFoundError:
+        pass
+    oldest = None
+    if names:
+        first = min(names)  # names start with the arrival time
+        try:
+            arrived = datetime.strptime(first.split("-", 1)[0], _NAME_TIME).replace(tzinfo=timezone.utc)
+            oldest = max(0.0, time.time() - arrived.timestamp())
+        except ValueError:  # not a name this module wrote: its file's age instead
+            oldest = max(0.0, time.time() - os.stat(Path(spool_dir) / first).st_mtime)
+    try:
+        quarantined = sum(1 for entry in os.scandir(Path(spool_dir) / QUARANTINE)
+                          if not entry.name.startswith("."))
+    except FileNotFoundError:
+        quarantined = 0
+    return {"depth": len(names), "oldest_age_seconds": oldest, "quarantined": quarantined}
 
-    Stops at the first database error, leaving the rest for the next drain. Only one process
-    drains at a time (a lock file); the others return 0 at once. Through the group writer a
-    drain waits for SQLite's write turn as callbacks do, not in SQLite's busy handler, which
-    would block a gevent worker's every request while it waits.
+
+def drain(app, spool_dir=None):
+    """Store every spooled delivery through the front door (ingest); returns how many were drained.
+
+    Stops at the first database error, leaving the rest for the next drain (nothing is spooled
+    again). A file that cannot be read or stored is quarantined and recorded as a rejection.
+    Only one process drains at a time (a lock file); the others return 0 at once. Through the
+    group writer a drain waits for SQLite's write turn as callbacks do, not in SQLite's busy
+    handler, which would block a gevent worker's every request while it waits.
     """
-    spool_dir = Path(spool_dir)
+    spool_dir = Path(spool_dir or app.config["RECEIVER_SPOOL_DIR"])
     if depth(spool_dir) == 0:
         return 0
     drained = 0
     with _drain_lock(spool_dir) as locked:
         if not locked:
             return 0
-        for path in sorted(p for p in spool_dir.glob(f"*{SUFFIX}")):
-            record = json.loads(path.read_text())
-            delivery = store.Delivery.from_dict(record["delivery"])
-            refusal = Refusal.from_dict(record["refusal"]) if record["refusal"] else None
+        for path in sorted(p for p in spool_dir.glob(f"*{SUFFIX}") if _spooled(p.name)):
             try:
-                writer.record(delivery, store.judge(delivery, refusal))
-            except StatementError as exc:  # a DBAPIError, or a value no column type could bind
-                if not store.refused_content(exc):
-                    log.warning("spool drain stopped: database unavailable (%s)", exc.orig)
-                    break
-                # The database refused this record's content, not the connection: keep it
-                # as a rejection an admin can see rather than retrying it forever.
-                writer.record(delivery, Refusal(
-                    "store_failed", f"The database refused this delivery: {str(exc.orig)[:300]}",
-                    status=500))
-            # A crash between the commit and this unlink stores the delivery again on the
-            # next drain, where it is counted as a duplicate: counted twice, never lost.
-            path.unlink()
+                _drain_file(app, path)
+            except SQLAlchemyError as exc:
+                log.warning("spool drain stopped: database unavailable (%s)", getattr(exc, "orig", exc))
+                break
             drained += 1
     if drained:
         _fsync_dir(spool_dir)
@@ -89,19 +109,71 @@ def drain(writer, spool_dir):
     return drained
 
 
+def _drain_file(app, path):
+    # Raises SQLAlchemyError when the database is unavailable; the file then stays.
+    from .ingest import ingest  # ingest spools through this module
+
+    raw = path.read_bytes()
+    try:
+        record = json.loads(raw)
+        delivery = store.Delivery.from_dict(record["delivery"])
+        refusal = Refusal.from_dict(record["refusal"]) if record["refusal"] else None
+    except Exception as exc:  # truncated, not JSON, or a format this version does not know
+        return _quarantine(app, path, raw, exc)
+    try:
+        ingest(delivery, refusal, app, spool_on_failure=False)
+    except SQLAlchemyError as exc:
+        if not store.refused_content(exc):
+            raise
+        # The database refused this record's content, not the connection: keep it as a
+        # rejection an admin can see rather than retrying it forever.
+        try:
+            ingest(delivery, Refusal("store_failed", "The database refused this delivery: "
+                                     f"{str(getattr(exc, 'orig', exc))[:300]}", status=500),
+                   app, spool_on_failure=False)
+        except SQLAlchemyError as again:
+            if not store.refused_content(again):
+                raise
+            return _quarantine(app, path, raw, again)
+    except Exception as exc:  # anything else that stops it being stored must not stop the drain
+        return _quarantine(app, path, raw, exc)
+    # A crash between the commit and this unlink stores the delivery again on the next drain,
+    # where it is counted as a duplicate: counted twice, never lost.
+    path.unlink()
+
+
+def _quarantine(app, path, raw, exc):
+    # Recorded first, then moved: with the database down the file stays (and the drain stops),
+    # and a crash between the two records it twice rather than never.
+    from .ingest import ingest
+
+    reason = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc)[:300]}"
+    delivery = store.Delivery(body=raw, content_type="application/json")
+    refusal = Refusal("spool_unreadable", f"The spool file {path.name} could not be read or stored "
+                      f"({reason}); it was moved to {QUARANTINE}/.", status=500,
+                      details={"file": path.name, "error": reason})
+    try:
+        ingest(delivery, refusal, app, spool_on_failure=False)
+    except SQLAlchemyError as failed:
+        if not store.refused_content(failed):
+            raise
+        log.error("spool file %s could not be recorded either (%s)", path.name, failed)
+    folder = path.parent / QUARANTINE
+    folder.mkdir(exist_ok=True)
+    os.rename(path, folder / path.name)
+    _fsync_dir(folder)
+    log.error("spool file %s quarantined: %s", path.name, reason)
+
+
 def start_drainer(app):
     """Drain the spool every RECEIVER_SPOOL_DRAIN_INTERVAL seconds in a daemon thread."""
     interval = app.config["RECEIVER_SPOOL_DRAIN_INTERVAL"]
     if interval <= 0:
         return None
-    from .db import writer
-
-    spool_dir = app.config["RECEIVER_SPOOL_DIR"]
-
     def run():
         while not stop.wait(interval):
             try:
-                drain(writer(app), spool_dir)
+                drain(app)
             except Exception:  # keep draining on later ticks whatever went wrong
                 log.exception("spool drain failed")
 
@@ -124,6 +196,10 @@ def _drain_lock(spool_dir):
             yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _spooled(name):
+    return name.endswith(SUFFIX) and not name.startswith(".")
 
 
 def _fsync_dir(path):

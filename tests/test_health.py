@@ -22,7 +22,8 @@ def test_ready_when_the_database_is_at_the_head_revision(client, app):
 
     assert response.status_code == 200
     assert response.json == {"status": "ready",
-                             "revision": ", ".join(sorted(app.extensions["receiver.heads"]))}
+                             "revision": ", ".join(sorted(app.extensions["receiver.heads"])),
+                             "spool": {"depth": 0, "oldest_age_seconds": None, "quarantined": 0}}
 
 
 def test_not_ready_when_the_database_is_unreachable(tmp_path):

@@ -86,7 +86,7 @@ def test_callbacks_survive_a_database_outage_and_are_stored_once(outage_app, out
     assert not [m for m in failures if "order-" in m or "FileUploadEvent" in m or "[parameters:" in m]
 
     outage.end()
-    assert spool.drain(db.writer(outage_app), spool_dir) == 7
+    assert spool.drain(outage_app, spool_dir) == 7
     assert spool.depth(spool_dir) == 0
     stored = session.scalars(select(Event).where(Event.file_id != "before").order_by(Event.file_id)).all()
     assert [(e.file_id, e.source_context, e.delivery_count) for e in stored] == [
@@ -94,7 +94,7 @@ def test_callbacks_survive_a_database_outage_and_are_stored_once(outage_app, out
     assert stored[1].body == bodies[1]
     [rejection] = session.scalars(select(Rejection)).all()
     assert (rejection.reason, rejection.body) == ("invalid_json", b"not json")
-    assert spool.drain(db.writer(outage_app), spool_dir) == 0
+    assert spool.drain(outage_app, spool_dir) == 0
     assert _count(session, Event) == 6
 
 
@@ -104,7 +104,7 @@ def test_drain_keeps_the_spool_while_the_database_is_still_down(outage_app, outa
     try:
         assert client.post(URL, data=sample("v2-newfileupload.json")).status_code == 200
         spool_dir = outage_app.config["RECEIVER_SPOOL_DIR"]
-        assert spool.drain(db.writer(outage_app), spool_dir) == 0
+        assert spool.drain(outage_app, spool_dir) == 0
         assert spool.depth(spool_dir) == 1
     finally:
         outage.end()
@@ -137,6 +137,60 @@ def test_spool_drain_command(outage_app, outage, session):
     result = runner.invoke(args=["spool", "drain"])
     assert (result.exit_code, result.output.split(",")[0]) == (0, "drained 1")
     assert session.scalar(select(Event.event_type)) == "FileDeleted"
+
+
+UNREADABLE = {
+    "truncated": b'{"delivery": {"body": "eyJ',
+    "not_json": b"\x00\xffnot json at all",
+    "older_format": json.dumps({"body": "e30=", "received": "2026-01-01"}).encode(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_an_unreadable_spool_file_is_quarantined_and_the_drain_goes_on(outage_app, outage, session, kind):
+    outage.begin()
+    try:
+        assert outage_app.test_client().post(URL, data=new_file_upload("behind")).status_code == 200
+    finally:
+        outage.end()
+    spool_dir = Path(outage_app.config["RECEIVER_SPOOL_DIR"])
+    [valid] = spool_dir.glob("*.json")
+    corrupt = spool_dir / "20000101T000000000000-corrupt.json"  # sorted before the valid one
+    corrupt.write_bytes(UNREADABLE[kind])
+    assert spool.status(spool_dir)["depth"] == 2
+    assert spool.status(spool_dir)["oldest_age_seconds"] > 365 * 86400
+
+    assert spool.drain(outage_app) == 2
+
+    assert spool.depth(spool_dir) == 0 and not valid.exists()
+    assert (spool_dir / "quarantine" / corrupt.name).read_bytes() == UNREADABLE[kind]
+    assert session.scalar(select(Event.file_id)) == "behind"
+    [rejection] = session.scalars(select(Rejection)).all()
+    assert (rejection.reason, rejection.body) == ("spool_unreadable", UNREADABLE[kind])
+    assert corrupt.name in rejection.message and rejection.details["file"] == corrupt.name
+    assert spool.status(spool_dir) == {"depth": 0, "oldest_age_seconds": None, "quarantined": 1}
+
+
+def test_spool_state_shows_in_status_metrics_and_readyz(outage_app, outage):
+    outage.begin()
+    try:
+        outage_app.test_client().post(URL, data=new_file_upload("waiting"))
+    finally:
+        outage.end()
+    spool_dir = Path(outage_app.config["RECEIVER_SPOOL_DIR"])
+    (spool_dir / "quarantine").mkdir()
+    (spool_dir / "quarantine" / "20000101T000000000000-old.json").write_bytes(b"{")
+    client = outage_app.test_client()
+
+    ready = client.get("/readyz").get_json()
+    scraped = client.get("/metrics").get_data(as_text=True)
+    status = outage_app.test_cli_runner().invoke(args=["spool", "status"]).output
+
+    assert ready["spool"]["depth"] == 1 and ready["spool"]["quarantined"] == 1
+    assert 0 <= ready["spool"]["oldest_age_seconds"] < 60
+    assert "vod_spool_depth 1.0" in scraped and "vod_spool_quarantined 1.0" in scraped
+    assert "vod_spool_oldest_age_seconds " in scraped
+    assert status.startswith("1 waiting") and "s old; 1 quarantined" in status
 
 
 def test_spool_files_are_complete_json_records(outage_app, outage):
