@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, request
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.http import parse_list_header
 
-from . import auth, events, spool, store
+from . import auth, bodytimeout, events, spool, store
 from .auth import REDACTED
 from .events import Refusal
 from .ingest import ingest
@@ -44,10 +44,21 @@ def receive(token=None):
 
 
 def read_delivery(config, req, channel="push"):
-    """The request as a Delivery, reading at most the body limit (a larger body is refused)."""
+    """The request as a Delivery, reading at most the body limit within the body timeout (a
+    larger or slower body is refused with what arrived)."""
     limit, secrets = config["RECEIVER_MAX_BODY_BYTES"], config["RECEIVER_CALLBACK_TOKENS"]
-    body = req.stream.read(limit + 1)
     declared = req.content_length
+    cutoff = bodytimeout.start(req.environ, config["RECEIVER_BODY_TIMEOUT"])
+    late = False
+    try:
+        body = req.stream.read(limit + 1)
+    except Exception:
+        if cutoff is None or not cutoff.stop():
+            raise
+        body, late = b"", True  # the stream gave up when its read side was shut (chunked)
+    else:
+        # Cut after the last byte arrived is not late: only a body short of its length is.
+        late = cutoff is not None and cutoff.stop() and (declared is None or len(body) < declared)
     too_large = len(body) > limit or (declared is not None and declared > limit)
     query = req.query_string.decode("utf-8", "backslashreplace")
     delivery = store.Delivery(
@@ -59,10 +70,18 @@ def read_delivery(config, req, channel="push"):
         method=_text(req.method)[:16],
         # The path carries the URL token and the query may carry Sign: both are redacted.
         path=auth.redact(_text(req.path + (f"?{query}" if query else "")), secrets),
-        body_truncated=too_large,
+        body_truncated=too_large or late,
     )
     refusal = None
-    if too_large:
+    if late:
+        # 408, and the connection is closed: the rest of the body may still be on its way.
+        seconds = config["RECEIVER_BODY_TIMEOUT"]
+        refusal = Refusal("body_timeout", f"The body did not arrive within RECEIVER_BODY_TIMEOUT "
+                          f"({seconds:g} s); {len(body)} bytes had.", status=408,
+                          details={"timeout": seconds, "received": len(body),
+                                   "content_length": declared},
+                          headers={"Connection": "close"})
+    elif too_large:
         refusal = Refusal("body_too_large", f"The body is larger than the limit of {limit} bytes.",
                           status=413, details={"limit": limit, "content_length": declared})
     return delivery, refusal

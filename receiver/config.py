@@ -21,6 +21,16 @@ def _int(name, default):
         raise RuntimeError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def _float(name, default):
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a number, got {value!r}") from None
+
+
 def from_env():
     """Read the receiver's settings from the environment.
 
@@ -35,6 +45,9 @@ def from_env():
         # VOD gives up on a callback after 5 s, so waiting for a locked or unreachable
         # database must end well before that: the request is then spooled instead.
         "RECEIVER_DB_TIMEOUT_MS": _int("RECEIVER_DB_TIMEOUT_MS", 2000),
+        # Seconds to read a callback's body: VOD gives up after 5 s, and a body trickled
+        # slowly would hold a worker's request (and VOD's retry) far past that.
+        "RECEIVER_BODY_TIMEOUT": _float("RECEIVER_BODY_TIMEOUT", 2.0),
         "RECEIVER_SPOOL_DRAIN_INTERVAL": _int("RECEIVER_SPOOL_DRAIN_INTERVAL", 10),
         # Secrets: none has a default, and each is optional (unset = that check is off).
         "RECEIVER_CALLBACK_TOKENS": os.environ.get("RECEIVER_CALLBACK_TOKENS", ""),
@@ -72,6 +85,9 @@ def check(config):
         config["RECEIVER_ALLOWED_CIDRS"] = auth.parse_networks(_list(config["RECEIVER_ALLOWED_CIDRS"]))
     except ValueError as exc:
         raise RuntimeError(f"RECEIVER_ALLOWED_CIDRS: {exc}") from None
+    if not config["RECEIVER_BODY_TIMEOUT"] > 0:
+        raise RuntimeError(f"RECEIVER_BODY_TIMEOUT must be more than 0 seconds, got "
+                           f"{config['RECEIVER_BODY_TIMEOUT']}")
     for name in ("RECEIVER_SIGN_CLOCK_SKEW", "RECEIVER_TRUSTED_PROXIES"):
         if config[name] < 0:
             raise RuntimeError(f"{name} must not be negative, got {config[name]}")

@@ -178,3 +178,100 @@ def test_greenlets_of_a_gevent_worker_share_commits(database_url, session, tmp_p
     assert result["outcomes"] == ["stored"] * 8
     assert result["commits"] == 1
     assert session.scalar(select(func.count()).select_from(Event)) == 8
+
+
+class Killed(BaseException):
+    """What kills a request mid-way: a GreenletExit, a gevent.Timeout, an interrupt."""
+
+
+def wait_until(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.001)
+
+
+def run_in_threads(writer, jobs, deadline_seconds=None):
+    """Record each job from its own thread, the first alone before the others; results and times."""
+    results, seconds = [None] * len(jobs), [None] * len(jobs)
+
+    def run(i, delivery, verdict):
+        started = time.monotonic()
+        try:
+            deadline = started + deadline_seconds if deadline_seconds else None
+            results[i] = writer.record(delivery, verdict, deadline)
+        except BaseException as exc:  # noqa: B036  (the test looks at what each request got)
+            results[i] = exc
+        seconds[i] = time.monotonic() - started
+
+    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
+    threads[0].start()
+    wait_until(lambda: writer._led)  # the first request leads
+    for thread in threads[1:]:
+        thread.start()
+    return threads, results, seconds
+
+
+def join(threads):
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a request was left waiting"
+
+
+def test_a_request_queued_behind_a_stuck_leader_gives_up_at_its_deadline(app):
+    release = threading.Event()
+
+    @contextmanager
+    def stuck_turn(_deadline=None):
+        release.wait(30)  # a write turn that ignores the deadline, as a hung call would
+        yield
+
+    writer = GroupWriter(db.engine(app), stuck_turn, timeout_ms=300)
+    threads, results, seconds = run_in_threads(writer, [upload_job("lead"), upload_job("queued")])
+    threads[1].join(timeout=10)
+    release.set()
+    join(threads)
+    writer.close()
+
+    assert isinstance(results[1], OperationalError) and "RECEIVER_DB_TIMEOUT_MS" in str(results[1])
+    assert 0.25 < seconds[1] < 2  # its own 300 ms, not the leader's 30 s
+
+
+@pytest.mark.parametrize("where", ["gathering", "before_writing", "after_the_commit"])
+def test_a_leader_that_dies_releases_every_waiting_request(app, session, where):
+    followers = 3
+    writer, first = None, []
+
+    def gather():
+        if first:
+            return  # a later leader
+        first.append(threading.current_thread())
+        # Let the followers queue, so they are in the batch the leader takes (or would take).
+        wait_until(lambda: len(writer._pending) == 1 + followers)
+        if where == "gathering":
+            raise Killed()
+
+    @contextmanager
+    def turn(_deadline=None):
+        if where == "before_writing" and threading.current_thread() is first[0]:
+            raise Killed()
+        yield
+        if where == "after_the_commit" and threading.current_thread() is first[0]:
+            raise Killed()
+
+    writer = GroupWriter(db.engine(app), turn)
+    writer._gather = gather
+    jobs = [upload_job(f"k{i}") for i in range(1 + followers)]
+    threads, results, _seconds = run_in_threads(writer, jobs)
+    join(threads)
+
+    assert isinstance(results[0], Killed)
+    if where == "gathering":  # nothing taken yet: a new leader writes the others
+        assert [r.kind for r in results[1:]] == ["stored"] * followers
+    else:  # taken into the dead leader's batch: answered with an error, so they are spooled
+        assert all(isinstance(r, OperationalError) and "interrupted (Killed)" in str(r)
+                   for r in results[1:])
+    assert writer._led is False and writer._pending == []
+    writer._gather = None
+    assert writer.record(*upload_job("after")).kind == "stored"
+    writer.close()
