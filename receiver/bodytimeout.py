@@ -29,8 +29,12 @@ def start(environ, seconds):
 
 
 def _shut(sock):
+    # Through a duplicate of the descriptor: gevent's own socket.shutdown(SHUT_RD) would cancel
+    # the waiting recv with an error, losing the bytes gunicorn had already read; shut from a
+    # duplicate, the connection reaches end-of-file and the read returns what arrived.
     try:
-        sock.shutdown(socket.SHUT_RD)
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as duplicate:
+            duplicate.shutdown(socket.SHUT_RD)
     except OSError:  # the peer went away meanwhile: nothing left to cut
         pass
 

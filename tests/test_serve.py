@@ -1,5 +1,6 @@
 """The receiver served by gunicorn with several workers, as in production."""
 import os
+from select import select as wait_readable
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from factories import new_file_upload
-from receiver.models import Event
+from receiver.models import Event, Rejection
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,28 +31,40 @@ def _post(url, body):
 
 
 @pytest.fixture
-def served(app, database_url, tmp_path):
+def serve(app, database_url, tmp_path):
+    """Start `vod-receiver serve` on the test database with `env` added; returns its port."""
+    processes = []
+
+    def start(**env):
+        port = _free_port()
+        env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
+               "RECEIVER_WORKERS": "3", "RECEIVER_BIND": f"127.0.0.1:{port}", **env}
+        log = tmp_path / "serve.log"  # a file, not a pipe nobody reads: a full pipe would stall the workers
+        with log.open("wb") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", "receiver.cli", "serve", "--no-migrate"],
+                                       cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        processes.append(process)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"gunicorn did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def served(serve):
     """`vod-receiver serve` with three workers on the test database; yields its callback URL."""
-    port = _free_port()
-    env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
-           "RECEIVER_WORKERS": "3", "RECEIVER_BIND": f"127.0.0.1:{port}"}
-    log = tmp_path / "serve.log"  # a file, not a pipe nobody reads: a full pipe would stall the workers
-    with log.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "receiver.cli", "serve", "--no-migrate"], cwd=tmp_path,
-                                   env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gunicorn did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/callbacks/vod"
-    process.terminate()
-    process.wait(timeout=30)
+    return f"http://127.0.0.1:{serve()}/callbacks/vod"
 
 
 def test_workers_racing_on_duplicates_store_each_event_once(served, session, tmp_path):
@@ -66,3 +79,46 @@ def test_workers_racing_on_duplicates_store_each_event_once(served, session, tmp
     rows = session.execute(select(Event.file_id, Event.delivery_count).order_by(Event.file_id)).all()
     assert rows == [(f"w-{n}", 48) for n in range(10)]
     assert session.scalar(select(func.count()).select_from(Event)) == 10
+
+
+WORKERS = {"gevent": "", "gthread": "--worker-class gthread --threads 4"}
+
+
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_a_body_trickled_past_the_body_timeout_is_answered_408_and_recorded(serve, session, worker):
+    timeout = 1.0
+    port = serve(RECEIVER_BODY_TIMEOUT=str(timeout), RECEIVER_WORKERS="1", GUNICORN_CMD_ARGS=WORKERS[worker])
+    body = new_file_upload("slow")
+    answer, sent = b"", 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"POST /callbacks/vod HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        started = time.monotonic()
+        # A byte every 50 ms would take a minute for the whole body; stop once answered.
+        while time.monotonic() - started < 20 and sent < len(body):
+            if wait_readable([conn], [], [], 0.05)[0]:
+                break
+            conn.sendall(body[sent:sent + 1])
+            sent += 1
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except ConnectionResetError:  # the rest of our bytes met a closed socket; the answer came first
+            pass
+        elapsed = time.monotonic() - started
+
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code":"body_timeout"' in answer.replace(b" ", b"")
+    assert elapsed < timeout + 1.5
+    [rejection] = session.scalars(select(Rejection)).all()
+    assert (rejection.reason, rejection.status_code) == ("body_timeout", 408)
+    assert 0 < len(rejection.body) <= sent and rejection.body == body[:len(rejection.body)]
+    assert rejection.body_truncated and rejection.details["content_length"] == len(body)
+
+
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_a_body_sent_at_once_is_not_cut(serve, session, worker):
+    port = serve(RECEIVER_BODY_TIMEOUT="0.5", RECEIVER_WORKERS="1", GUNICORN_CMD_ARGS=WORKERS[worker])
+    url = f"http://127.0.0.1:{port}/callbacks/vod"
+    assert [_post(url, new_file_upload(f"quick-{n}")) for n in range(20)] == [(200, b"{}\n")] * 20
+    assert session.scalar(select(func.count()).select_from(Event)) == 20
