@@ -53,6 +53,7 @@ class GroupWriter:
         # pool and back cost more than the insert (a rollback round trip on PostgreSQL).
         self._connection, self._pid, self._closer = None, None, None
         self._gather = _gatherer()
+        self._poll_busy = self._sqlite and self._gather is not None  # under gevent (see _write)
 
     def record(self, delivery, verdict, deadline=None) -> store.Outcome:
         """Store `delivery` as `verdict` says, once committed; raises the SQLAlchemyError if not.
@@ -156,42 +157,57 @@ class GroupWriter:
         return live
 
     def _write(self, batch, deadline, retry=True):
-        try:
-            with self.write_turn(deadline):
-                connection = self._connect()
-                try:
-                    if self._sqlite:
-                        self._limit_busy_wait(connection, deadline)
-                    outcomes = [store.record(connection, job.delivery, job.verdict) for job in batch]
-                    connection.commit()
-                except BaseException:
-                    self.close()  # rolls back; the next batch starts on a fresh connection
-                    raise
-        except Exception as exc:  # every waiting request gets an answer, whatever went wrong
-            if retry and isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                # The kept connection had died (a database restart): once more on a new one.
-                return self._write(batch, deadline, retry=False)
-            if len(batch) > 1 and isinstance(exc, SQLAlchemyError) and store.refused_content(exc):
-                # The database refused one delivery's values, and that rolled back the rest:
-                # write each alone, so only that one fails (and is spooled by its request).
+        pause = BUSY_PAUSE
+        while True:
+            try:
+                with self.write_turn(deadline):
+                    connection = self._connect()
+                    try:
+                        if self._sqlite:
+                            self._limit_busy_wait(connection, deadline)
+                        outcomes = [store.record(connection, job.delivery, job.verdict) for job in batch]
+                        connection.commit()
+                    except BaseException as exc:
+                        if self._poll_busy and _busy(exc):
+                            connection.rollback()  # nothing was written: the connection is sound
+                        else:
+                            self.close()  # rolls back; the next batch starts on a fresh connection
+                        raise
+            except Exception as exc:  # every waiting request gets an answer, whatever went wrong
+                if self._poll_busy and _busy(exc) and time.monotonic() + pause < deadline:
+                    # Another process holds SQLite's lock. Under gevent its busy handler would
+                    # block the worker's one thread, and every request read meanwhile would
+                    # start its own wait after it; so it is off, and the wait is this sleep,
+                    # which lets the other greenlets run. The write turn is let go meanwhile.
+                    time.sleep(pause)
+                    pause = min(pause * 2, MAX_BUSY_PAUSE)
+                    continue
+                if retry and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                    # The kept connection had died (a database restart): once more on a new one.
+                    return self._write(batch, deadline, retry=False)
+                if len(batch) > 1 and isinstance(exc, SQLAlchemyError) and store.refused_content(exc):
+                    # The database refused one delivery's values, and that rolled back the rest:
+                    # write each alone, so only that one fails (and is spooled by its request).
+                    for job in batch:
+                        self._write([job], deadline)
+                    return
                 for job in batch:
-                    self._write([job], deadline)
+                    job.finish(error=exc)
                 return
-            for job in batch:
-                job.finish(error=exc)
+            for job, outcome in zip(batch, outcomes):
+                job.finish(outcome)
             return
-        for job, outcome in zip(batch, outcomes):
-            job.finish(outcome)
 
     def _limit_busy_wait(self, connection, deadline):
         # SQLite waits in its busy handler while another process holds the database: that wait
-        # may use only what is left of the batch's time. Left alone when within 50 ms of it
-        # (the usual case: the turn came at once), so most batches pay no extra statement.
+        # may use only what is left of the batch's time (under gevent, none: _write polls).
+        # Left alone when within 50 ms of it (the usual case: the turn came at once), so most
+        # batches pay no extra statement.
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             raise _timed_out(self.timeout)
-        wanted = min(left_ms, self._full_busy_ms)
-        if abs(self._busy_ms - wanted) > 50:
+        wanted = 0 if self._poll_busy else min(left_ms, self._full_busy_ms)
+        if abs(self._busy_ms - wanted) > 50 or (wanted == 0 and self._busy_ms):
             connection.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={wanted}")
             self._busy_ms = wanted
 
@@ -237,6 +253,19 @@ def _gatherer():
 
         return idle
     return None
+
+
+# Sleeps between attempts while another process holds SQLite's lock under gevent, growing as
+# SQLite's own busy handler's do.
+BUSY_PAUSE, MAX_BUSY_PAUSE = 0.001, 0.025
+SQLITE_BUSY = 5
+
+
+def _busy(exc):
+    # SQLite's "database is locked": another connection holds the write lock.
+    orig = getattr(exc, "orig", None)
+    return (isinstance(exc, OperationalError)
+            and getattr(orig, "sqlite_errorcode", 0) & 0xFF == SQLITE_BUSY)
 
 
 def _timed_out(seconds):

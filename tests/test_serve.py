@@ -122,3 +122,35 @@ def test_a_body_sent_at_once_is_not_cut(serve, session, worker):
     url = f"http://127.0.0.1:{port}/callbacks/vod"
     assert [_post(url, new_file_upload(f"quick-{n}")) for n in range(20)] == [(200, b"{}\n")] * 20
     assert session.scalar(select(func.count()).select_from(Event)) == 20
+
+
+def test_served_callbacks_are_answered_within_the_database_bound_while_it_is_held(serve, database_url):
+    # The shipped gevent worker, where every callback a worker has read is in flight at once.
+    # Timed by the server (vod_ingest_seconds, from the request's start): on a busy 2-core
+    # machine the time a connection waits to be accepted is the machine's, not the receiver's.
+    # tests/test_spool.py times the same bound from the client, in one process.
+    from test_spool import Outage
+
+    outage, bound = Outage(database_url), 1.0
+    port = serve(RECEIVER_DATABASE_URL=outage.app_url, RECEIVER_DB_TIMEOUT_MS=str(int(bound * 1000)),
+                 RECEIVER_SPOOL_DRAIN_INTERVAL="0")
+    url = f"http://127.0.0.1:{port}/callbacks/vod"
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        # Every worker serves some first: their first requests' one-off costs are not measured.
+        assert set(pool.map(lambda n: _post(url, new_file_upload(f"warm-{n}")), range(40))) == {(200, b"{}\n")}
+        outage.begin()
+        try:
+            answers = list(pool.map(lambda n: _post(url, new_file_upload(f"held-{n}")), range(40)))
+        finally:
+            outage.end()
+    assert answers == [(200, b"{}\n")] * 40
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        scraped = response.read().decode()
+    within = _sample(scraped, 'vod_ingest_seconds_bucket{le="2.0"}')
+    assert _sample(scraped, "vod_ingest_seconds_count") == within == 80
+    assert _sample(scraped, 'vod_callbacks_total{outcome="spooled",reason=""}') == 40
+
+
+def _sample(scraped, name):
+    [value] = [line.rsplit(" ", 1)[1] for line in scraped.splitlines() if line.startswith(name + " ")]
+    return float(value)
