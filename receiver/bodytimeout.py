@@ -23,7 +23,9 @@ def start(environ, seconds):
     sock = environ.get("gunicorn.socket")
     if sock is None:
         return None
-    if _gevent_patched():
+    if _hub is None:
+        _find_hub()
+    if _hub:
         return _LoopCutoff(sock, seconds)
     return _watchdog().arm(sock, seconds)
 
@@ -39,9 +41,19 @@ def _shut(sock):
         pass
 
 
-def _gevent_patched():
+_hub = None  # gevent.get_hub under gevent's worker, False elsewhere: found on the first request
+
+
+def _find_hub():
+    # The worker patched the standard library before loading the app, once for the process.
+    global _hub
     monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("socket")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        from gevent import get_hub
+
+        _hub = get_hub
+    else:
+        _hub = False
 
 
 class _LoopCutoff:
@@ -50,10 +62,8 @@ class _LoopCutoff:
     __slots__ = ("fired", "_sock", "_timer")
 
     def __init__(self, sock, seconds):
-        from gevent import get_hub
-
         self.fired, self._sock = False, sock
-        self._timer = get_hub().loop.timer(seconds)
+        self._timer = _hub().loop.timer(seconds)
         self._timer.start(self._cut)
 
     def _cut(self):

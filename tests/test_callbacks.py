@@ -214,3 +214,18 @@ def test_only_post_is_allowed(client):
     response = client.get(URL)
     assert response.status_code == 405
     assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_body_timeout_that_cannot_work_stops_the_start(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("RECEIVER_BODY_TIMEOUT", value)
+    with pytest.raises(RuntimeError, match="RECEIVER_BODY_TIMEOUT must be"):
+        create_app({"RECEIVER_SPOOL_DIR": str(tmp_path)})
+
+
+def test_the_body_timeout_is_read_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECEIVER_BODY_TIMEOUT", "0.5")
+    app = create_app({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+                      "RECEIVER_SPOOL_DIR": str(tmp_path)})
+    assert app.config["RECEIVER_BODY_TIMEOUT"] == 0.5
+    db.dispose(app)
