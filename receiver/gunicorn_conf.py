@@ -36,8 +36,9 @@ workers = int(os.environ.get("RECEIVER_WORKERS") or min(2 * multiprocessing.cpu_
 # (GUNICORN_CMD_ARGS="--worker-class gthread --threads 8" serves with threads instead.)
 worker_class = "gevent"
 worker_connections = 1000
-# VOD waits 5 s for an answer and then sends again. A request waits at most RECEIVER_DB_TIMEOUT_MS
-# (2 s) for the database and then spools, so no request needs more than that; a worker whose
+# VOD waits 5 s for an answer and then sends again. A request waits at most RECEIVER_BODY_TIMEOUT
+# (2 s) for its body and RECEIVER_DB_TIMEOUT_MS (2 s, in all) for the database, then refuses or
+# spools, so no request needs more than that; a worker whose
 # main loop is silent for 4 s is stuck, and killing it frees its connections before VOD's
 # retry arrives (the delivery is re-sent, not lost).
 timeout = 4
