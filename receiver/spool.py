@@ -113,7 +113,10 @@ def _drain_file(app, path):
     # Raises SQLAlchemyError when the database is unavailable; the file then stays.
     from .ingest import ingest  # ingest spools through this module
 
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # unreadable as a file (permissions): it must not stop the drain either
+        return _quarantine(app, path, b"", exc)
     try:
         record = json.loads(raw)
         delivery = store.Delivery.from_dict(record["delivery"])
