@@ -49,7 +49,6 @@ def read_delivery(config, req, channel="push"):
     limit, secrets = config["RECEIVER_MAX_BODY_BYTES"], config["RECEIVER_CALLBACK_TOKENS"]
     declared = req.content_length
     cutoff = bodytimeout.start(req.environ, config["RECEIVER_BODY_TIMEOUT"])
-    late = False
     try:
         body = req.stream.read(limit + 1)
     except Exception:
@@ -57,8 +56,9 @@ def read_delivery(config, req, channel="push"):
             raise
         body, late = b"", True  # the stream gave up when its read side was shut (chunked)
     else:
-        # Cut after the last byte arrived is not late: only a body short of its length is.
-        late = cutoff is not None and cutoff.stop() and (declared is None or len(body) < declared)
+        # Cut after the last byte needed arrived is not late: only a body short of it is.
+        late = (cutoff is not None and cutoff.stop()
+                and (declared is None or len(body) < min(declared, limit + 1)))
     too_large = len(body) > limit or (declared is not None and declared > limit)
     query = req.query_string.decode("utf-8", "backslashreplace")
     delivery = store.Delivery(
