@@ -301,15 +301,19 @@ def _echo_json(data):
 @with_appcontext
 def serve(bind, workers, migrate):
     """Migrate the database, then serve the receiver with gunicorn."""
-    # The options go through the same checks as the variables they stand for.
+    # The options go through the same checks as the variables they stand for. Only given ones
+    # are passed on, so that GUNICORN_CMD_ARGS still overrides the variables, as it always did.
+    args = [sys.executable, "-m", "gunicorn", "--config", "python:receiver.gunicorn_conf"]
+    if bind is not None:
+        args += ["--bind", bind]
+    if workers is not None:
+        args += ["--workers", workers]
     bind = _option("--bind", "RECEIVER_BIND", bind)
     workers = _option("--workers", "RECEIVER_WORKERS", workers)
     for label, value in summary(current_app.config, bind, workers, sys.stderr.isatty()):
         click.echo(f"{label:<14} {value}", err=True)
     if migrate:
         db.upgrade(current_app.config["RECEIVER_DATABASE_URL"])
-    args = [sys.executable, "-m", "gunicorn", "--config", "python:receiver.gunicorn_conf",
-            "--bind", bind, "--workers", str(workers)]
     sys.stderr.flush()  # exec replaces the process: nothing buffered would be written
     os.execv(sys.executable, [*args, "receiver:create_app()"])
 
@@ -318,7 +322,7 @@ def _option(option, name, given):
     if given is None:
         return config.value(name)
     try:
-        return config.BY_NAME[name].parse(given)
+        return config.BY_NAME[name].parse(given.strip())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
