@@ -119,6 +119,11 @@ def folder(value):
     return path
 
 
+def text(value):
+    """Any text, stripped: a name, a key, an endpoint a later check may refine."""
+    return str(value).strip()
+
+
 def text_list(value):
     """Comma-separated text, or any iterable of strings, as a tuple without blanks."""
     items = value.split(",") if isinstance(value, str) else list(value or ())
