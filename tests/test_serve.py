@@ -29,7 +29,7 @@ def _free_port():
 
 def _post(url, body):
     request = urllib.request.Request(url, data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, response.read()
 
 
@@ -76,33 +76,45 @@ TOKEN = "callback-token-0123456789"
 ADMIN_TOKEN = "admin-token-0123456789"
 
 
-def _start(args, env, tmp_path, port):
-    """Start `args` in a session of its own (as a terminal's job) and wait for `port`."""
-    log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=stderr, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, log
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gunicorn did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+@pytest.fixture
+def started(tmp_path):
+    """Start a command in a session of its own (as a terminal's job) and wait until it serves.
+
+    Yields the start function; whatever it started is killed at the end if it still runs.
+    """
+    processes = []
+
+    def start(args, env, port):
+        log = tmp_path / "serve.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                       stderr=stderr, start_new_session=True)
+        processes.append(process)
+        deadline = time.monotonic() + 120  # a loaded machine boots workers slowly
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=10):
+                    return process, log
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
-def test_serve_prints_a_summary_and_stops_without_a_traceback(database_url, tmp_path, stop):
+def test_serve_prints_a_summary_and_stops_without_a_traceback(database_url, tmp_path, stop, started):
     port = _free_port()
     env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
            "RECEIVER_WORKERS": "3", "RECEIVER_BIND": f"127.0.0.1:{port}",
            "RECEIVER_CALLBACK_TOKENS": TOKEN, "RECEIVER_ADMIN_TOKENS": ADMIN_TOKEN,
            "RECEIVER_LOG_FORMAT": "json"}
-    process, log = _start([sys.executable, "-m", "receiver.cli", "serve", "--no-migrate"], env,
-                          tmp_path, port)
+    process, log = started([sys.executable, "-m", "receiver.cli", "serve", "--no-migrate"], env, port)
     status, _ = _post(f"http://127.0.0.1:{port}/callbacks/vod/{TOKEN}", new_file_upload("stop-1"))
     assert status == 200
 
@@ -110,7 +122,7 @@ def test_serve_prints_a_summary_and_stops_without_a_traceback(database_url, tmp_
         os.killpg(process.pid, signal.SIGINT)
     else:  # a service manager, or kill
         process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    assert process.wait(timeout=60) == 0
 
     output = log.read_text()
     assert "Traceback" not in output and "Exception ignored" not in output, output
