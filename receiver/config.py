@@ -74,7 +74,7 @@ class Setting:
 # --- parsers: each takes the environment's text or a Python value, and raises ValueError ---------
 
 
-def whole_number(low, high, unit=""):
+def whole_number(low, high):
     """A parser for an integer from `low` to `high`."""
     def parse(value):
         number = value
@@ -84,7 +84,7 @@ def whole_number(low, high, unit=""):
             except ValueError:
                 number = None
         if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-            raise ValueError(f"must be a whole number{unit} from {low} to {high}")
+            raise ValueError(f"must be a whole number from {low} to {high}")
         return number
     return parse
 
@@ -142,16 +142,19 @@ def callback_tokens(value):
 
 def networks(value):
     """Addresses or CIDR networks, comma-separated."""
-    if all(isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for item in value or ()):
-        return tuple(value or ())  # parsed already (a test or an embedding app passed networks)
+    if not isinstance(value, str) and all(
+            isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for item in value):
+        return tuple(value)  # parsed already (an embedding app or a test passed networks)
     return auth.parse_networks(text_list(value))
 
 
 def database_url(value):
     """A SQLAlchemy URL for SQLite or PostgreSQL (through psycopg 3), whose folder exists."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
+    if isinstance(value, URL):  # str() of a URL object hides its password
+        value = value.render_as_string(hide_password=False)
     try:
         url = make_url(str(value).strip())
     except ArgumentError:
@@ -173,7 +176,7 @@ def database_url(value):
                                  "create it first")
     elif backend != "postgresql":
         raise ValueError(f"{_redacted(url)} is neither SQLite nor PostgreSQL")
-    return url.render_as_string(hide_password=False)
+    return str(value).strip()  # as given: rendering it again could change its escaping
 
 
 def bind_address(value):
