@@ -1,15 +1,15 @@
-"""The `vod-receiver` command: a Flask CLI group with the receiver's commands."""
+"""The `vod-receiver` command: the receiver's commands, each building the app when it needs it."""
 import json
 import os
 import sys
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from marshmallow import ValidationError
 from tabulate import tabulate
 
-from . import admin_schemas, db, queries, spool
+from . import admin_schemas, auth, config, db, queries, spool
 
 
 def _create_app():
@@ -18,9 +18,60 @@ def _create_app():
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
-def main():
+class _Group(click.Group):
+    """A group whose errors a user can cause end in one line, `Error: …`, and exit status 1.
+
+    Tracebacks stay for bugs: only bad settings, unknown migration revisions and a database
+    that cannot be reached or is not migrated are turned into a line.
+    """
+
+    def invoke(self, ctx):
+        """Run the command, turning a user's error into a ClickException."""
+        from alembic.util import CommandError
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return super().invoke(ctx)
+        except (config.ConfigError, CommandError) as exc:
+            raise click.ClickException(_first_line(exc)) from None
+        except DBAPIError as exc:
+            message = _database_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+# Not Flask's FlaskGroup: its run, shell and routes commands and its --app, --env-file and
+# --debug options are Flask's development tools (`run` served without migrating), not ours.
+# The commands still get an app context (with_appcontext) from the ScriptInfo set below.
+@click.group(cls=_Group, invoke_without_command=True)
+@click.pass_context
+def main(ctx):
     """Receive and store Tencent Cloud VOD event notifications."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+    for line in config.unknown():
+        click.echo(f"Warning: {line}", err=True)
+    config.check_environment()  # every command stops on a bad setting, before it does anything
+    ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False)
+
+
+def _first_line(exc):
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _database_error(exc):
+    """One line for a database error a user causes (unreachable, not migrated); None for bugs."""
+    from sqlalchemy.exc import OperationalError
+
+    reason = _first_line(exc.orig) if exc.orig is not None else _first_line(exc)
+    # 42P01: PostgreSQL's undefined_table; SQLite says "no such table".
+    if getattr(exc.orig, "sqlstate", None) == "42P01" or reason.startswith("no such table"):
+        return f"the database has no receiver tables ({reason}); run vod-receiver db upgrade"
+    if isinstance(exc, OperationalError):
+        return f"cannot use the database of RECEIVER_DATABASE_URL: {reason}"
+    return None
 
 
 @click.group("db")
@@ -248,31 +299,84 @@ def _echo_json(data):
 
 @click.command("serve")
 @click.option("--bind", "-b", help="Address to listen on (default: RECEIVER_BIND or 127.0.0.1:8000).")
-@click.option("--workers", "-w", type=int, help="Worker processes (default: RECEIVER_WORKERS or from CPUs).")
+@click.option("--workers", "-w", help="Worker processes (default: RECEIVER_WORKERS or from CPUs).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True,
               help="Upgrade the database before serving.")
 @with_appcontext
 def serve(bind, workers, migrate):
     """Migrate the database, then serve the receiver with gunicorn."""
+    # The options go through the same checks as the variables they stand for. Only given ones
+    # are passed on, so that GUNICORN_CMD_ARGS still overrides the variables, as it always did.
+    args = [sys.executable, "-m", "gunicorn", "--config", "python:receiver.gunicorn_conf"]
+    if bind is not None:
+        args += ["--bind", bind]
+    if workers is not None:
+        args += ["--workers", workers]
+    bind = _option("--bind", "RECEIVER_BIND", bind)
+    workers = _option("--workers", "RECEIVER_WORKERS", workers)
+    for label, value in summary(current_app.config, bind, workers, sys.stderr.isatty()):
+        click.echo(f"{label:<14} {value}", err=True)
     if migrate:
         db.upgrade(current_app.config["RECEIVER_DATABASE_URL"])
-    args = [sys.executable, "-m", "gunicorn", "--config", "python:receiver.gunicorn_conf"]
-    if bind:
-        args += ["--bind", bind]
-    if workers:
-        args += ["--workers", str(workers)]
+    sys.stderr.flush()  # exec replaces the process: nothing buffered would be written
     os.execv(sys.executable, [*args, "receiver:create_app()"])
 
 
-def _safe_url():
+def _option(option, name, given):
+    if given is None:
+        return config.value(name)
+    try:
+        return config.BY_NAME[name].parse(given.strip())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def summary(settings, bind, workers, stderr_is_terminal):
+    """What `serve` is about to run, as (label, value) pairs, with every secret redacted."""
+    def on(values, what):
+        return f"on ({len(values)} {what}{'s' if len(values) > 1 else ''})" if values else "off"
+
+    tokens = settings["RECEIVER_CALLBACK_TOKENS"]
+    path = f"/callbacks/vod/{auth.REDACTED}" if tokens else "/callbacks/vod"
+    log_format = settings["RECEIVER_LOG_FORMAT"]
+    if log_format == "auto":
+        log_format = ("auto (text: stderr is a terminal)" if stderr_is_terminal
+                      else "auto (JSON lines: stderr is not a terminal)")
+    interval = settings["RECEIVER_SPOOL_DRAIN_INTERVAL"]
+    drains = f"drained every {interval} s" if interval else "automatic drains off"
+    return [
+        ("database", _redact_url(settings["RECEIVER_DATABASE_URL"])),
+        ("spool", f"{settings['RECEIVER_SPOOL_DIR']} ({drains})"),
+        ("callback path", f"POST {path}"),
+        ("URL token", on(tokens, "token")),
+        ("SignKey", on(settings["VOD_SIGN_KEYS"], "key")),
+        ("allowlist", on(settings["RECEIVER_ALLOWED_CIDRS"], "network")),
+        ("admin API", on(settings["RECEIVER_ADMIN_TOKENS"], "token").replace(
+            "on (", "on at /admin/api/v1/ (")),
+        ("workers", f"{workers}"),
+        ("bind", bind if bind.startswith(("unix:", "fd://")) else f"http://{bind}"),
+        ("log format", log_format),
+    ]
+
+
+def _redact_url(url):
     from sqlalchemy.engine import make_url
 
-    return make_url(current_app.config["RECEIVER_DATABASE_URL"]).render_as_string(hide_password=True)
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _safe_url():
+    return _redact_url(current_app.config["RECEIVER_DATABASE_URL"])
+
+
+_COMMANDS = (db_group, spool_group, events_group, rejections_group, serve)
+for _command in _COMMANDS:
+    main.add_command(_command)
 
 
 def init_app(app):
-    """Add the receiver's commands to the app's CLI."""
-    for command in (db_group, spool_group, events_group, rejections_group, serve):
+    """Add the receiver's commands to the app's CLI (`flask --app receiver …`, test runners)."""
+    for command in _COMMANDS:
         app.cli.add_command(command)
 
 

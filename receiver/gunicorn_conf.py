@@ -1,9 +1,10 @@
 """Gunicorn settings for `vod-receiver serve` and `gunicorn wsgi:app` (via ./gunicorn.conf.py)."""
 import gc as _gc
 import glob
-import multiprocessing
+import logging as _logging
 import os
 import shutil
+import sys as _sys
 import tempfile
 
 from gunicorn.glogging import Logger as _Logger
@@ -25,8 +26,14 @@ class RedactingLogger(_Logger):
                 for key, value in super().atoms(resp, req, environ, request_time).items()}
 
 
-bind = os.environ.get("RECEIVER_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("RECEIVER_WORKERS") or min(2 * multiprocessing.cpu_count() + 1, 8))
+# Read in the master, before anything forks: a bad setting stops gunicorn here with one line,
+# instead of every worker failing to boot with a traceback.
+try:
+    _config.check_environment()
+    bind = _config.value("RECEIVER_BIND")
+    workers = _config.value("RECEIVER_WORKERS")
+except _config.ConfigError as _exc:
+    _sys.exit(f"Error: {_exc}")
 # A callback spends most of its time waiting for the database (every commit is synced), so a
 # worker serves many at once: gevent's worker runs each request in a greenlet. The callbacks a
 # worker holds share the next commit (receiver/writer.py), and switching between greenlets costs
@@ -72,6 +79,31 @@ def on_exit(server):
     """Remove the metrics folder if on_starting made it."""
     if getattr(server, "receiver_metrics_tmp", None):
         shutil.rmtree(server.receiver_metrics_tmp, ignore_errors=True)
+
+
+def post_fork(server, worker):
+    """Make SIGINT and SIGQUIT stop a worker as SIGTERM does: finish the callbacks in hand.
+
+    Ctrl-C reaches the master and every worker at once, and the master then sends SIGQUIT.
+    Gunicorn's gevent worker quits by raising SystemExit in a greenlet after a 0.1 s sleep; when
+    the worker's loop ended first, gevent printed that SystemExit as a traceback at interpreter
+    shutdown, on most stops. Stopping gracefully (bounded by graceful_timeout, after which the
+    master kills) also never cuts a callback off mid-commit. Set before the worker installs its
+    signal handlers, which look the method up then.
+    """
+    worker.handle_quit = worker.handle_exit
+
+
+def worker_exit(server, worker):
+    """Flush and close the logging handlers while the interpreter is whole.
+
+    Left to interpreter shutdown, each handler's weak-reference callback takes logging's lock,
+    whose owner check calls gevent's get_ident after gevent's module globals were cleared:
+    "TypeError: 'NoneType' object is not callable", once per worker on every stop. Emptying
+    logging._handlerList (private) after logging.shutdown() leaves those callbacks nothing to do.
+    """
+    _logging.shutdown()
+    del _logging._handlerList[:]
 
 
 def post_worker_init(worker):

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from receiver import create_app, db
+from receiver import config, create_app, db
 from receiver.models import Base
 
 from receiver.samples import FOLDER as SAMPLES  # noqa: F401  (shipped inside the package; tests import it from here)
 
 
 def _postgres_database():
-    url = os.environ.get("RECEIVER_TEST_DATABASE_URL")
+    url = config.value("RECEIVER_TEST_DATABASE_URL")  # checked like every setting
     if not url:
         pytest.skip("PostgreSQL half skipped: RECEIVER_TEST_DATABASE_URL is not set")
     server = make_url(url)

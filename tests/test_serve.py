@@ -1,5 +1,6 @@
 """The receiver served by gunicorn with several workers, as in production."""
 import os
+import signal
 from select import select as wait_readable
 import socket
 import subprocess
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from factories import new_file_upload
+from receiver.auth import REDACTED
+from receiver.cli import summary
 from receiver.models import Event, Rejection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,3 +161,107 @@ def test_served_callbacks_are_answered_within_the_database_bound_while_it_is_hel
 def _sample(scraped, name):
     [value] = [line.rsplit(" ", 1)[1] for line in scraped.splitlines() if line.startswith(name + " ")]
     return float(value)
+
+
+TOKEN = "callback-token-0123456789"
+ADMIN_TOKEN = "admin-token-0123456789"
+
+
+@pytest.fixture
+def started(tmp_path):
+    """Start a command in a session of its own (as a terminal's job) and wait until it serves.
+
+    Yields the start function; whatever it started is killed at the end if it still runs.
+    """
+    processes = []
+
+    def start(args, env, port):
+        log = tmp_path / "serve.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                       stderr=stderr, start_new_session=True)
+        processes.append(process)
+        deadline = time.monotonic() + 120  # a loaded machine boots workers slowly
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=10):
+                    return process, log
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_serve_prints_a_summary_and_stops_without_a_traceback(database_url, tmp_path, stop, started):
+    port = _free_port()
+    env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
+           "RECEIVER_WORKERS": "3", "RECEIVER_BIND": f"127.0.0.1:{port}",
+           "RECEIVER_CALLBACK_TOKENS": TOKEN, "RECEIVER_ADMIN_TOKENS": ADMIN_TOKEN,
+           "RECEIVER_LOG_FORMAT": "json"}
+    process, log = started([sys.executable, "-m", "receiver.cli", "serve", "--no-migrate"], env, port)
+    status, _ = _post(f"http://127.0.0.1:{port}/callbacks/vod/{TOKEN}", new_file_upload("stop-1"))
+    assert status == 200
+
+    if stop == "ctrl-c":  # a terminal sends SIGINT to the whole foreground job
+        os.killpg(process.pid, signal.SIGINT)
+    else:  # a service manager, or kill
+        process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+    output = log.read_text()
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    assert output.count("Worker exiting") == 3
+    summary = dict(line.split(None, 1) for line in output.splitlines()[:2])
+    assert summary["database"] == make_url(database_url).render_as_string(hide_password=True)
+    for line in (f"callback path  POST /callbacks/vod/{REDACTED}", "URL token      on (1 token)",
+                 "SignKey        off", "allowlist      off",
+                 "admin API      on at /admin/api/v1/ (1 token)", "workers        3",
+                 f"bind           http://127.0.0.1:{port}", "log format     json"):
+        assert line in output.splitlines()
+    assert TOKEN not in output and ADMIN_TOKEN not in output
+
+
+def test_the_summary_redacts_every_secret():
+    settings = {"RECEIVER_DATABASE_URL": "postgresql+psycopg://vod:hunter2@db.internal/vod",
+                "RECEIVER_SPOOL_DIR": "/var/spool/vod", "RECEIVER_SPOOL_DRAIN_INTERVAL": 0,
+                "RECEIVER_CALLBACK_TOKENS": (TOKEN, "old-callback-token-0123"),
+                "VOD_SIGN_KEYS": ("MySignKey2026",), "RECEIVER_ALLOWED_CIDRS": ("10.0.0.0/8",),
+                "RECEIVER_ADMIN_TOKENS": (), "RECEIVER_LOG_FORMAT": "auto"}
+
+    lines = dict(summary(settings, "0.0.0.0:8000", 4, stderr_is_terminal=True))
+
+    assert lines == {
+        "database": "postgresql+psycopg://vod:***@db.internal/vod",
+        "spool": "/var/spool/vod (automatic drains off)",
+        "callback path": f"POST /callbacks/vod/{REDACTED}",
+        "URL token": "on (2 tokens)", "SignKey": "on (1 key)", "allowlist": "on (1 network)",
+        "admin API": "off", "workers": "4", "bind": "http://0.0.0.0:8000",
+        "log format": "auto (text: stderr is a terminal)",
+    }
+
+
+@pytest.mark.parametrize("variable, value", [("RECEIVER_WORKERS", "abc"),
+                                             ("RECEIVER_BIND", "8000"),
+                                             ("RECEIVER_DB_TIMEOUT_MS", "-5"),
+                                             ("RECEIVER_DATABASE_URL", "postgres://vod:hunter2@db/vod")])
+def test_gunicorn_wsgi_app_stops_on_a_bad_setting_with_one_line(variable, value, tmp_path):
+    env = {**os.environ, "RECEIVER_SPOOL_DIR": str(tmp_path / "spool"),
+           "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}", variable: value,
+           "RECIEVER_WORKERS": "2"}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "wsgi:app"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    warning, error = result.stderr.splitlines()
+    assert warning == ("Warning: RECIEVER_WORKERS is not a vod-receiver setting and is ignored; "
+                       "did you mean RECEIVER_WORKERS?")
+    assert error.startswith(f"Error: {variable}") and "for example" in error
+    assert "hunter2" not in result.stderr
