@@ -228,7 +228,12 @@ def _show(row, what, schema, raw, output):
     if output == "json":
         return _echo_json(data)
     headers, body = data.pop("headers"), data.pop("body")
+    warnings = data.pop("parse_warnings", None)
     click.echo(_table(data.items(), tablefmt="plain"))
+    if warnings:
+        click.echo("\nparse warnings (fields left out or clipped; the body has them as sent):\n"
+                   + _table([[w["field"], w["stored"], w["problem"]] for w in warnings],
+                            headers=("field", "stored", "problem")))
     click.echo("\nheaders:\n" + _table(headers.items(), tablefmt="plain"))
     click.echo(f"\nbody ({data['body_encoding']}):\n{body}")
 
