@@ -177,7 +177,8 @@ def rejections_list(output, all_pages, **options):
     """List refused requests, newest first."""
     _list(queries.list_rejections, admin_schemas.rejection_query,
           admin_schemas.RejectionSummarySchema, options, output, all_pages,
-          ("id", "received_at", "reason", "status_code", "message", "remote_addr", "body_size"))
+          ("id", "received_at", "reason", "status_code", "message", "remote_addr", "body_size",
+           "resolved_event_id"))
 
 
 @rejections_group.command("show")
