@@ -193,8 +193,10 @@ class _Schema(Schema):
 
     Marshmallow keeps an error store and builds a closure per field for every load, though a
     callback's values are nearly always valid. Here each field deserializes (and validates)
-    its value directly; at the first error, the data is loaded again marshmallow's own way, so
-    every message and detail is the one it gives.
+    its value directly; at the first error, `load` loads the data again marshmallow's own way,
+    so every message and detail is the one it gives, and `load_best_effort` goes field by
+    field, keeping what it can (the same messages, as warnings, or for IDENTITY fields as the
+    error).
     """
 
     class Meta:
