@@ -116,6 +116,13 @@ class _BodySchema(Schema):
         return text if text is not None else base64.b64encode(row.body).decode()
 
 
+class ParseWarningSchema(Schema):
+    field = fields.String(metadata={"description": "Dotted path of the field in the body."})
+    problem = fields.String(metadata={"description": "Why its value could not be taken as sent."})
+    stored = fields.String(metadata={"description": "What was stored instead: 'nothing', "
+                                                    "'the first 1000 characters', 'as a list of one'."})
+
+
 class EventSchema(EventSummarySchema, _BodySchema):
     data_key = fields.String(allow_none=True)
     event_handle = fields.String(allow_none=True)
@@ -132,6 +139,9 @@ class EventSchema(EventSummarySchema, _BodySchema):
     width = fields.Integer(allow_none=True)
     height = fields.Integer(allow_none=True)
     dedup_key = fields.String()
+    parse_warnings = fields.List(fields.Nested(ParseWarningSchema), allow_none=True, metadata={
+        "description": "Fields sent in a shape the receiver did not expect and left out or "
+                       "clipped; null when there were none. The body keeps them as sent."})
 
 
 class RejectionSummarySchema(Schema):
@@ -147,6 +157,10 @@ class RejectionSummarySchema(Schema):
     remote_addr = fields.String(allow_none=True)
     body_size = fields.Integer()
     body_truncated = fields.Boolean(metadata={"description": "Only the first bytes were kept."})
+    resolved_at = fields.DateTime(allow_none=True, metadata={
+        "description": "When a later parser stored this body as an event (rejections reparse)."})
+    resolved_event_id = fields.Integer(allow_none=True, metadata={
+        "description": "The event it was stored as (new, or a duplicate of this one)."})
 
 
 class RejectionSchema(RejectionSummarySchema, _BodySchema):
@@ -185,7 +199,10 @@ class LedgerSchema(Schema):
     deliveries = fields.Integer(metadata={"description": "= events + duplicates + rejections."})
     events = fields.Integer()
     duplicates = fields.Integer()
-    rejections = fields.Integer()
+    rejections = fields.Integer(metadata={"description": "Refused and not resolved since."})
+    resolved = fields.Integer(metadata={
+        "description": "Refused, then stored as events by a later parser: counted among events "
+                       "and duplicates, not here."})
 
 
 class StatsSchema(Schema):

@@ -9,7 +9,7 @@ from flask.cli import ScriptInfo, with_appcontext
 from marshmallow import ValidationError
 from tabulate import tabulate
 
-from . import admin_schemas, auth, config, db, queries, spool
+from . import admin_schemas, auth, config, db, events, queries, reparse, spool
 
 
 def _create_app():
@@ -232,7 +232,8 @@ def rejections_list(output, all_pages, **options):
     """List refused requests, newest first."""
     _list(queries.list_rejections, admin_schemas.rejection_query,
           admin_schemas.RejectionSummarySchema, options, output, all_pages,
-          ("id", "received_at", "reason", "status_code", "message", "remote_addr", "body_size"))
+          ("id", "received_at", "reason", "status_code", "message", "remote_addr", "body_size",
+           "resolved_event_id"))
 
 
 @rejections_group.command("show")
@@ -245,6 +246,68 @@ def rejections_show(rejection_id, raw, output):
     with db.session_factory()() as session:
         _show(queries.get_rejection(session, rejection_id), "rejection", admin_schemas.rejection,
               raw, output)
+
+
+@rejections_group.command("reparse")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--reason", help=f"Only this reason (one of {', '.join(reparse.REJUDGED_REASONS)}).")
+@click.option("--received-after", help="Only rows received at or after this ISO 8601 instant.")
+@click.option("--received-before", help="Only rows received before this ISO 8601 instant.")
+@click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask before storing.")
+@with_appcontext
+def rejections_reparse(ids, dry_run, yes, **options):
+    """Re-judge refused bodies with today's parser; store those it accepts as events."""
+    try:
+        filters, _limit, _cursor = admin_schemas.rejection_query.load(
+            {k: v for k, v in options.items() if v is not None})
+        reparse.check_reason(filters.get("reason"))
+    except ValidationError as exc:
+        name, problems = next(iter(exc.messages.items()))
+        raise click.UsageError(f"--{name.replace('_', '-')}: {' '.join(problems)}") from None
+    except reparse.NotRejudged as exc:
+        raise click.UsageError(f"--reason: {exc}") from None
+    app = current_app._get_current_object()
+    plan = reparse.reparse(app, filters, ids, dry_run=True)
+    for rejection_id, why in plan.skipped:
+        click.echo(f"skipped {rejection_id}: {why}", err=True)
+    click.echo(f"{plan.considered} refused bodies re-judged: {plan.to_events} become events "
+               f"({plan.new} new, {plan.duplicates} duplicates of events stored already), "
+               f"{plan.still_refused} still refused")
+    if plan.changes:
+        click.echo(_table([_change_row(change) for change in plan.changes],
+                          headers=("id", "received_at", "reason", "becomes")))
+        if len(plan.changes) < plan.considered:
+            click.echo(f"… and {plan.considered - len(plan.changes)} more")
+    if dry_run or not plan.to_events:
+        return
+    if not yes:
+        click.confirm(f"Store {plan.to_events} of them as events and mark them resolved?",
+                      abort=True)
+    done = reparse.reparse(app, filters, ids, dry_run=False, through_id=plan.through_id)
+    click.echo(f"stored {done.to_events} as events ({done.new} new, {done.duplicates} duplicates); "
+               f"{done.to_events} rejections resolved")
+    if done.spooled:
+        change = done.changes[-1]
+        raise click.ClickException(
+            f"the database failed while storing rejection {change.rejection_id}: its event was "
+            "spooled (stored when the spool drains) and the run stopped; run it again later")
+
+
+def _change_row(change):
+    verdict = change.verdict
+    if isinstance(verdict, events.Refusal):
+        becomes = f"still refused: {verdict.reason}: {verdict.message[:100]}"
+    else:
+        key = verdict.fields.get("file_id") or verdict.fields.get("task_id") or ""
+        becomes = f"{verdict.event_type} {key}".strip()
+        if change.duplicate:
+            becomes += f" (duplicate of event {change.event_id})" if change.event_id else " (duplicate)"
+        else:
+            becomes += " (new)"
+        if verdict.warnings:
+            becomes += f", {len(verdict.warnings)} parse warning(s)"
+    return [change.rejection_id, change.received_at.isoformat(), change.reason, becomes]
 
 
 def _list(query, arguments, schema, options, output, all_pages, columns):
@@ -283,7 +346,12 @@ def _show(row, what, schema, raw, output):
     if output == "json":
         return _echo_json(data)
     headers, body = data.pop("headers"), data.pop("body")
+    warnings = data.pop("parse_warnings", None)
     click.echo(_table(data.items(), tablefmt="plain"))
+    if warnings:
+        click.echo("\nparse warnings (fields left out or clipped; the body has them as sent):\n"
+                   + _table([[w["field"], w["stored"], w["problem"]] for w in warnings],
+                            headers=("field", "stored", "problem")))
     click.echo("\nheaders:\n" + _table(headers.items(), tablefmt="plain"))
     click.echo(f"\nbody ({data['body_encoding']}):\n{body}")
 

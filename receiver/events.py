@@ -88,6 +88,8 @@ class ParsedEvent:
     dedup_key: str
     fields: dict[str, Any] = field(default_factory=dict)
     unknown_fields: tuple[str, ...] = ()  # see drift.py; v3 only
+    # Fields left out (or clipped) because VOD sent them in another shape: schemas.parse_warning.
+    warnings: list[dict] = field(default_factory=list)
 
 
 def parse(body: bytes) -> ParsedEvent:
@@ -136,7 +138,8 @@ def canonical_hash(document: dict) -> str:
 
 
 def _parse_v3(document):
-    envelope = _load(schemas.v3_envelope, document, "The v3 envelope")
+    warnings = []
+    envelope = _load(schemas.v3_envelope, document, "The v3 envelope", warnings=warnings)
     event_type = envelope.get("EventType")
     data_key = _find_data_key(document, event_type)
     if event_type is None:
@@ -145,8 +148,8 @@ def _parse_v3(document):
                           status=422, details={"data_key": data_key})
         event_type = EVENT_TYPES[data_key]
     data = document[data_key]
-    schema = schemas.file_upload_task if event_type == "NewFileUpload" else schemas.task
-    task = _load(schema, data, f"The {event_type} data under '{data_key}'", data_key)
+    schema = _V3_SCHEMAS.get(event_type, schemas.task)
+    task = _load(schema, data, f"The {event_type} data under '{data_key}'", data_key, warnings)
 
     info = task.get("MediaBasicInfo") or {}
     source = info.get("SourceInfo") or {}
@@ -173,9 +176,14 @@ def _parse_v3(document):
         "width": meta.get("Width"),
         "height": meta.get("Height"),
     }
-    event = _event("v3", event_type, data_key, document, fields)
+    event = _event("v3", event_type, data_key, document, fields, warnings)
     event.unknown_fields = drift.unknown_fields(event_type, data)
     return event
+
+
+# Schemas whose identity fields differ from a task's (TaskId).
+_V3_SCHEMAS = {"NewFileUpload": schemas.file_upload_task, "FileDeleted": schemas.file_delete_task}
+_V2_SCHEMAS = {"NewFileUpload": schemas.v2_new_file_upload, "FileDeleted": schemas.v2_file_deleted}
 
 
 def _find_data_key(document, event_type):
@@ -205,10 +213,11 @@ def _storable_key(key):
 
 
 def _parse_v2(document):
-    envelope = _load(schemas.v2_envelope, document, "The legacy v2 envelope")
+    warnings = []
+    envelope = _load(schemas.v2_envelope, document, "The legacy v2 envelope", warnings=warnings)
     event_type = envelope["eventType"]
-    schema = schemas.v2_new_file_upload if event_type == "NewFileUpload" else schemas.v2_data
-    data = _load(schema, envelope["data"], f"The v2 {event_type} data", "data")
+    schema = _V2_SCHEMAS.get(event_type, schemas.v2_data)
+    data = _load(schema, envelope["data"], f"The v2 {event_type} data", "data", warnings)
     meta = data.get("metaData") or {}
     file_ids = [info["fileId"] for info in data.get("fileInfo") or []] or None
     fields = {
@@ -226,10 +235,10 @@ def _parse_v2(document):
         "width": _first(data.get("width"), meta.get("width")),
         "height": _first(data.get("height"), meta.get("height")),
     }
-    return _event("v2", event_type, "data", document, fields)
+    return _event("v2", event_type, "data", document, fields, warnings)
 
 
-def _event(fmt, event_type, data_key, document, fields):
+def _event(fmt, event_type, data_key, document, fields, warnings):
     # VOD push bodies carry no event id and are re-sent on timeout (vod-spec §4), so the key
     # says what makes two deliveries the same event. The format is part of it: an account
     # with both a v2 and a v3 URL gets each upload twice, and both bodies are worth keeping.
@@ -245,14 +254,17 @@ def _event(fmt, event_type, data_key, document, fields):
         parts = [canonical_hash(document)]
     material = "\x1f".join([fmt, event_type, *(str(p) for p in parts)])
     dedup_key = hashlib.sha256(material.encode()).hexdigest()
-    return ParsedEvent(fmt, event_type, data_key, dedup_key, fields)
+    return ParsedEvent(fmt, event_type, data_key, dedup_key, fields, warnings=warnings)
 
 
-def _load(schema, data, what, where=None):
+def _load(schema, data, what, where=None, warnings=None):
+    # Only identity fields can refuse the body; what else is odd is left out and warned of.
     if not isinstance(data, dict):
         raise Refusal("invalid_event", f"{what} must be an object, not {_json_kind(data)}.", status=422)
     try:
-        return schema.load(data)
+        loaded, problems = schema.load_best_effort(data, where or "")
+        warnings.extend(problems)
+        return loaded
     except ValidationError as exc:
         details = {where: exc.messages} if where else exc.messages
         raise Refusal("invalid_event", f"{what} is invalid: {_first_problem(details)}", status=422,

@@ -47,7 +47,12 @@ class Metrics:
         self.unknown_fields = Counter(
             "vod_unknown_fields", "Fields in v3 event data that the event type is not known "
             "to carry (a dotted path).", ["event_type", "field"], registry=registry)
-        self._seen = {"event_type": set(), "field": set()}
+        self.parse_warnings = Counter(
+            "vod_parse_warnings", "Fields of stored events that VOD sent in a shape the receiver "
+            "did not expect and left out or clipped (a dotted body path).", ["event_type", "field"],
+            registry=registry)
+        # Warned fields have a budget of their own: a flood of new fields must not hide them.
+        self._seen = {"event_type": set(), "field": set(), "warning_field": set()}
         self._children = {}  # (metric, label values) -> the labelled child, looked up once
 
     def _child(self, metric, *values):
@@ -58,7 +63,7 @@ class Metrics:
         return child
 
     def callback(self, verdict, outcome, seconds):
-        """Count one callback: its outcome, its event, its latency and any drift it shows."""
+        """Count one callback: its outcome, its event, its latency, drift and parse warnings."""
         self.ingest_seconds.observe(seconds)
         if isinstance(verdict, Refusal):
             self._child(self.callbacks, outcome, verdict.reason).inc()
@@ -71,6 +76,9 @@ class Metrics:
         self._child(self.events, event_type, verdict.format).inc()
         for name in verdict.unknown_fields:
             self._child(self.unknown_fields, event_type, self._bounded("field", name)).inc()
+        for warning in verdict.warnings:
+            field = self._bounded("warning_field", warning["field"])
+            self._child(self.parse_warnings, event_type, field).inc()
 
     def _bounded(self, kind, value):
         seen = self._seen[kind]

@@ -88,6 +88,9 @@ class Event(DeliveryColumns, Base):
     height: Mapped[Optional[int]]
     delivery_count: Mapped[int] = mapped_column(Integer, default=1)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Fields VOD sent in a shape we did not expect, left out or clipped (schemas.parse_warning);
+    # NULL when there were none.
+    parse_warnings: Mapped[Optional[list[dict[str, Any]]]] = mapped_column(JSON)
 
     __table_args__ = (
         Index(None, "event_type", "received_at", "id"),
@@ -112,6 +115,9 @@ class Rejection(DeliveryColumns, Base):
     path: Mapped[str] = mapped_column(Text)
     # True when the body was larger than the limit and only its first bytes were kept.
     body_truncated: Mapped[bool] = mapped_column(default=False)
+    # Set when a later parser stored the body as an event (reparse.py); the row stays as it was.
+    resolved_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    resolved_event_id: Mapped[Optional[int]] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index(None, "reason", "received_at", "id"),

@@ -24,7 +24,8 @@ EVENT_SUMMARY = (Event.id, Event.received_at, Event.last_seen_at, Event.event_ty
                  Event.source_context, Event.procedure_task_id, Event.delivery_count)
 REJECTION_SUMMARY = (Rejection.id, Rejection.received_at, Rejection.reason, Rejection.status_code,
                      Rejection.message, Rejection.channel, Rejection.method, Rejection.path,
-                     Rejection.remote_addr, Rejection.body_size, Rejection.body_truncated)
+                     Rejection.remote_addr, Rejection.body_size, Rejection.body_truncated,
+                     Rejection.resolved_at, Rejection.resolved_event_id)
 
 
 class InvalidCursor(ValueError):
@@ -91,9 +92,14 @@ def stats(session) -> dict:
                                    "duplicates": deliveries - count})
         _add(by_day, day, {"day": day, "events": count, "duplicates": deliveries - count,
                            "rejections": 0})
+    # A rejection a later parser stored as an event is counted there (its delivery_count) and
+    # no longer here, so the ledger still balances.
+    refused = Rejection.resolved_at.is_(None)
     by_reason = dict(session.execute(
-        select(Rejection.reason, func.count()).group_by(Rejection.reason)).all())
-    for day, count in session.execute(select(rejection_day, func.count()).group_by(rejection_day)):
+        select(Rejection.reason, func.count()).where(refused).group_by(Rejection.reason)).all())
+    resolved = session.scalar(select(func.count()).select_from(Rejection).where(~refused))
+    for day, count in session.execute(
+            select(rejection_day, func.count()).where(refused).group_by(rejection_day)):
         _add(by_day, day, {"day": day, "events": 0, "duplicates": 0, "rejections": count})
     events = sum(row["events"] for row in by_type.values())
     duplicates = sum(row["duplicates"] for row in by_type.values())
@@ -104,7 +110,7 @@ def stats(session) -> dict:
         "rejections_by_reason": [{"reason": r, "rejections": by_reason[r]} for r in sorted(by_reason)],
         # Every delivery that reached the database is exactly one of these three.
         "ledger": {"deliveries": events + duplicates + rejections, "events": events,
-                   "duplicates": duplicates, "rejections": rejections},
+                   "duplicates": duplicates, "rejections": rejections, "resolved": resolved},
     }
 
 

@@ -111,6 +111,8 @@ def _upsert_event(connection, delivery, parsed):
         "delivery_count": 1,
         "last_seen_at": delivery.received_at,
     }
+    if parsed.warnings:  # left out otherwise: NULL, not a JSON empty list, on every clean event
+        values["parse_warnings"] = parsed.warnings
     return _compiled(_upsert_statement, connection.dialect).execute(connection, values)
 
 

@@ -29,6 +29,8 @@ def observe(delivery, verdict, outcome):
                       source_context=context[:MAX_LOGGED_CHARS] if context else context)
         if verdict.unknown_fields:
             fields["unknown_fields"] = list(verdict.unknown_fields)
+        if verdict.warnings:
+            fields["parse_warnings"] = [warning["field"] for warning in verdict.warnings]
     # A spooled delivery is safe but means the database failed: worth a warning.
     level = logging.WARNING if outcome == "spooled" else logging.INFO
     log.log(level, "callback %s", outcome, extra={"request_id": current.request_id, "fields": fields})

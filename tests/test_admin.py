@@ -183,7 +183,8 @@ def test_stats_report_the_ledger_and_the_spool_depth(app, client):
     deliver(app, b"")
     spool.write(app.config["RECEIVER_SPOOL_DIR"], Delivery(body=b"{}"))
     stats = _get(client, "/stats").json
-    assert stats["ledger"] == {"deliveries": 3, "events": 1, "duplicates": 1, "rejections": 1}
+    assert stats["ledger"] == {"deliveries": 3, "events": 1, "duplicates": 1, "rejections": 1,
+                              "resolved": 0}
     assert stats["spool_depth"] == 1
     assert stats["by_event_type"] == [{"event_type": "NewFileUpload", "events": 1, "duplicates": 1}]
     assert stats["rejections_by_reason"] == [{"reason": "invalid_json", "rejections": 1}]

@@ -8,7 +8,9 @@ from schemathesis.checks import positive_data_acceptance
 from factories import T0, deliver, upload
 from hypothesis import HealthCheck, given, settings
 
-from receiver import admin
+from receiver import admin, db, reparse, store
+from receiver.events import Refusal
+from receiver.store import Delivery
 
 TOKEN = "schemathesis-token"
 OPERATIONS = ["/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats"]
@@ -26,6 +28,13 @@ def api(app):
     upload(app, 1)
     deliver(app, b"\xff not json", received_at=T0 + timedelta(minutes=1))
     deliver(app, b'{"EventType": "NewFileUpload"}')
+    # An event with parse warnings, and a rejection resolved into an event, for their shapes.
+    deliver(app, b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "w", "MetaData": []}}')
+    with db.session_factory(app)() as session, session.begin():
+        store.reject(session.connection(), Delivery(body=b'{"EventType": "EditMediaComplete", '
+                                                    b'"EditMediaCompleteEvent": {"TaskId": "r"}}'),
+                     Refusal("invalid_event", "refused by an older parser", 422))
+    assert reparse.reparse(app, dry_run=False).new == 1
     return schemathesis.openapi.from_wsgi(f"{admin.PREFIX}/openapi.json", app)
 
 

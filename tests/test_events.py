@@ -175,12 +175,18 @@ BAD_BODIES = [
     (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": true}}', "invalid_event"),
     (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "a\\u0000b"}}', "invalid_event"),
     (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "\\ud800"}}', "invalid_event"),
-    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "1", "MetaData": {"Width": -1}}}', "invalid_event"),
-    (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "1", "MediaBasicInfo": {"CreateTime": "yesterday"}}}', "invalid_event"),
     (b'{"Unknown": {"a": 1}, "Other": {"b": 2}, "EventType": "X"}', "invalid_event"),
     (b'{"version": "4.0", "eventType": "NewFileUpload"}', "invalid_event"),
     (b'{"version": "4.0", "eventType": "NewFileUpload", "data": {}}', "invalid_event"),
-    (b'{"version": "9", "eventType": "NewFileUpload", "data": {"fileId": "1"}}', "invalid_event"),
+    # Identity: the fields the event type and the dedup key are made of.
+    (b'{"EventType": "EditMediaComplete", "EditMediaCompleteEvent": {"TaskId": {"a": 1}}}', "invalid_event"),
+    (b'{"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": [1.5]}}', "invalid_event"),
+    (b'{"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": {"FileId": "1"}}}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": 7, "data": {"fileId": "1"}}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": "NewFileUpload", "data": []}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": "NewFileUpload", "data": {"fileId": [1]}}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": "PullComplete", "data": {"vodTaskId": 5.5}}', "invalid_event"),
+    (b'{"version": "4.0", "eventType": "FileDeleted", "data": {"fileInfo": [{"fileId": null}]}}', "invalid_event"),
 ]
 
 
@@ -205,28 +211,76 @@ def _upload(**task):
 
 
 # The field checks live in the field classes (schemas.py); these are the words they must keep.
+# None of these fields is identity: the event is kept, without the field, and the warning says why.
 FIELD_PROBLEMS = [
-    (_upload(TaskId="\x00" * 300),
-     {"TaskId": ["Must not contain NUL characters.", "Longer than maximum length 256."]}),
-    (_upload(ProcedureTaskId="\ud800"), {"ProcedureTaskId": ["Must be valid Unicode (no lone surrogates)."]}),
-    (_upload(MediaBasicInfo={"Type": "\u00e9" * 65}),
-     {"MediaBasicInfo": {"Type": ["Longer than maximum length 64."]}}),
+    (_upload(TaskId="\x00" * 300), "FileUploadEvent.TaskId",
+     "Must not contain NUL characters. Longer than maximum length 256."),
+    (_upload(ProcedureTaskId="\ud800"), "FileUploadEvent.ProcedureTaskId",
+     "Must be valid Unicode (no lone surrogates)."),
+    (_upload(MediaBasicInfo={"Type": "\u00e9" * 65}), "FileUploadEvent.MediaBasicInfo.Type",
+     "Longer than maximum length 64."),
     (_upload(MediaBasicInfo={"SourceInfo": {"SourceType": 5}}),
-     {"MediaBasicInfo": {"SourceInfo": {"SourceType": ["Not a valid string."]}}}),
+     "FileUploadEvent.MediaBasicInfo.SourceInfo.SourceType", "Not a valid string."),
     (_upload(MediaBasicInfo={"CreateTime": "9999-12-31T23:59:59-01:00"}),
-     {"MediaBasicInfo": {"CreateTime": ["Must be a time between the years 1 and 9999 in UTC."]}}),
-    (_upload(MetaData={"Width": 2**31}),
-     {"MetaData": {"Width": ["Must be greater than or equal to 0 and less than or equal to 2147483647."]}}),
-    (_upload(MetaData={"Duration": 1e13}), {"MetaData": {"Duration": [
-        "Must be greater than or equal to 0 and less than or equal to 1000000000000.0."]}}),
+     "FileUploadEvent.MediaBasicInfo.CreateTime", "Must be a time between the years 1 and 9999 in UTC."),
+    (_upload(MediaBasicInfo={"CreateTime": "yesterday"}), "FileUploadEvent.MediaBasicInfo.CreateTime",
+     "Not a valid datetime."),
+    (_upload(MetaData={"Width": 2**31}), "FileUploadEvent.MetaData.Width",
+     "Must be greater than or equal to 0 and less than or equal to 2147483647."),
+    (_upload(MetaData={"Width": -1}), "FileUploadEvent.MetaData.Width",
+     "Must be greater than or equal to 0 and less than or equal to 2147483647."),
+    (_upload(MetaData={"Duration": 1e13}), "FileUploadEvent.MetaData.Duration",
+     "Must be greater than or equal to 0 and less than or equal to 1000000000000.0."),
+    (_upload(MetaData=[]), "FileUploadEvent.MetaData", "Invalid input type."),
+    (b'{"version": "9", "eventType": "NewFileUpload", "data": {"fileId": "1"}}', "version",
+     "Must be one of: 4.0, 4, 4, 4.0."),
 ]
 
 
-@pytest.mark.parametrize("body, problems", FIELD_PROBLEMS, ids=[str(p) for _, p in FIELD_PROBLEMS])
-def test_field_refusals_list_every_problem_in_the_same_words(body, problems):
+@pytest.mark.parametrize("body, field, problem", FIELD_PROBLEMS, ids=[f for _, f, _ in FIELD_PROBLEMS])
+def test_odd_non_identity_field_is_left_out_with_a_warning_in_the_same_words(body, field, problem):
+    parsed = events.parse(body)
+    assert parsed.fields["file_id"] == "1"
+    assert parsed.warnings == [{"field": field, "problem": problem, "stored": "nothing"}]
+
+
+def test_an_object_with_one_odd_field_keeps_the_others():
+    fields = events.parse(_upload(MediaBasicInfo={"Name": "n", "CreateTime": 1546000000, "ClassId": "x",
+                                                  "SourceInfo": {"SourceContext": "order-1"}},
+                                  MetaData={"Size": 5, "Width": "wide"})).fields
+    assert (fields["media_name"], fields["source_context"], fields["size"]) == ("n", "order-1", 5)
+    assert (fields["media_created_at"], fields["class_id"], fields["width"]) == (None, None, None)
+
+
+def test_an_over_long_source_context_keeps_its_first_1000_characters():
+    parsed = events.parse(new_file_upload("1", source_context="訂" * 999 + "x" * 600))
+    assert parsed.fields["source_context"] == "訂" * 999 + "x"
+    assert parsed.warnings == [{"field": "FileUploadEvent.MediaBasicInfo.SourceInfo.SourceContext",
+                                "problem": "Longer than maximum length 1000.",
+                                "stored": "the first 1000 characters"}]
+
+
+def test_a_single_object_where_a_list_belongs_is_a_list_of_one():
+    body = {"version": "4.0", "eventType": "FileDeleted", "data": {"fileInfo": {"fileId": "24961954183381008"}}}
+    parsed = events.parse(json.dumps(body).encode())
+    assert parsed.fields["file_ids"] == ["24961954183381008"]
+    assert parsed.dedup_key == events.parse(sample("v2-filedeleted.json")).dedup_key
+    assert parsed.warnings == [{"field": "data.fileInfo", "problem": "Not a valid list.",
+                                "stored": "as a list of one"}]
+
+
+def test_valid_bodies_have_no_warnings():
+    for _name, body in callback_samples():
+        assert events.parse(body).warnings == []
+
+
+def test_identity_refusal_names_the_field_and_ignores_odd_others():
+    body = {"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": {"id": 1}, "MetaData": []}}
     with pytest.raises(Refusal) as caught:
-        events.parse(body)
-    assert caught.value.details == {"FileUploadEvent": problems}
+        events.parse(json.dumps(body).encode())
+    assert caught.value.message == ("The NewFileUpload data under 'FileUploadEvent' is invalid: "
+                                    "FileUploadEvent.FileId: Must be a string or an integer.")
+    assert caught.value.details == {"FileUploadEvent": {"FileId": ["Must be a string or an integer."]}}
 
 
 def test_a_second_utf8_bom_is_refused_as_json_loads_words_it():

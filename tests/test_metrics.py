@@ -82,6 +82,36 @@ def test_unknown_event_types_and_fields_are_counted(client):
     assert value(samples, "vod_events_total", event_type="TeleportComplete", format="v3") == 1
 
 
+def test_parse_warnings_are_counted_by_event_type_and_field(client):
+    client.post("/callbacks/vod", data=upload("5001", MetaData=[]))
+    client.post("/callbacks/vod", data=upload("5002", MetaData=[], ProcedureTaskId={"a": 1}))
+    client.post("/callbacks/vod", data=json.dumps(
+        {"version": "4.1", "eventType": "NewFileUpload", "data": {"fileId": "5003"}}))
+
+    samples = scrape(client.get("/metrics").text)
+
+    assert value(samples, "vod_parse_warnings_total", event_type="NewFileUpload",
+                 field="FileUploadEvent.MetaData") == 2
+    assert value(samples, "vod_parse_warnings_total", event_type="NewFileUpload",
+                 field="FileUploadEvent.ProcedureTaskId") == 1
+    assert value(samples, "vod_parse_warnings_total", event_type="NewFileUpload", field="version") == 1
+    assert value(samples, "vod_callbacks_total", outcome="stored", reason="") == 3
+
+
+def test_parse_warning_fields_are_bounded_apart_from_drift():
+    metrics = Metrics(CollectorRegistry())
+    for i in range(MAX_LABEL_VALUES + 5):
+        event = ParsedEvent("v3", "Invented", "Data", str(i), unknown_fields=(f"New{i}",),
+                            warnings=[{"field": f"Data{i}.TaskId", "problem": "p", "stored": "nothing"}])
+        metrics.callback(event, "stored", 0.001)
+
+    seen = {s.labels["field"]: s.value for s in metrics.parse_warnings.collect()[0].samples
+            if s.name.endswith("_total")}
+
+    # A budget of their own: sharing the unknown fields' would have left room for 25.
+    assert len(seen) == MAX_LABEL_VALUES + 1 and seen[OTHER] == 5
+
+
 def test_apps_count_on_their_own(app, tmp_path):
     other = create_app({"RECEIVER_DATABASE_URL": app.config["RECEIVER_DATABASE_URL"],
                         "RECEIVER_SPOOL_DIR": str(tmp_path / "other")})

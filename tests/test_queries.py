@@ -137,7 +137,8 @@ def test_stats_count_by_type_day_and_reason_and_balance_the_ledger(app, session)
     deliver(app, (SAMPLES / "v3-push-filedeleted.json").read_bytes())
     deliver(app, b"nope")
     result = queries.stats(session)
-    assert result["ledger"] == {"deliveries": 6, "events": 3, "duplicates": 2, "rejections": 1}
+    assert result["ledger"] == {"deliveries": 6, "events": 3, "duplicates": 2, "rejections": 1,
+                                "resolved": 0}
     assert result["by_event_type"] == [
         {"event_type": "FileDeleted", "events": 1, "duplicates": 0},
         {"event_type": "NewFileUpload", "events": 2, "duplicates": 2},

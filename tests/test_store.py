@@ -16,8 +16,10 @@ def _stored(connection, table):
 
 
 def _write_every_kind(app):
+    # The last body has an odd CreateTime: an event with parse_warnings.
+    odd = b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "odd", "MediaBasicInfo": {"CreateTime": 5}}}'
     deliveries = [store.Delivery(body=body, received_at=T0, headers={"Content-Type": "application/json"})
-                  for _name, body in callback_samples()]
+                  for body in [body for _name, body in callback_samples()] + [odd]]
     with db.engine(app).begin() as connection:
         for delivery in deliveries + deliveries[:3]:  # the last three as duplicates
             store.record(connection, delivery, store.judge(delivery))
@@ -38,4 +40,5 @@ def test_compiled_inserts_write_what_sqlalchemy_execute_writes(make_app, monkeyp
     theirs = _write_every_kind(app)
     assert len(ours["events"]) > 10 and len(ours["rejections"]) == 2
     assert max(row["delivery_count"] for row in ours["events"]) >= 2
+    assert sum(row["parse_warnings"] is not None for row in ours["events"]) == 1
     assert ours == theirs
