@@ -260,6 +260,35 @@ def serve(bind, workers, migrate):
     os.execv(sys.executable, [*args, "receiver:create_app()"])
 
 
+@click.command("work")
+@click.option("--once", is_flag=True, help="Run what is due now, then exit (for cron and tests).")
+@with_appcontext
+def work(once):
+    """Run the application's handlers on stored events (RECEIVER_HANDLERS, @handlers.on)."""
+    from . import handlers
+    from .handlers import worker
+
+    try:
+        handlers.registry.load(current_app.config["RECEIVER_HANDLERS"])
+        lock = worker.worker_lock(current_app.config["RECEIVER_DATABASE_URL"])
+    except (handlers.HandlerConfigError, worker.WorkerBusy) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not handlers.registry:
+        # Working without handlers would settle every new event as no_handler for good.
+        raise click.ClickException("no handlers registered: set RECEIVER_HANDLERS, e.g. "
+                                   "NewFileUpload=myapp.hooks:video_uploaded or myapp.hooks")
+    runner = worker.Worker(current_app._get_current_object())
+    click.echo(f"worker {runner.name} on {_safe_url()}: handling "
+               f"{', '.join(sorted(handlers.registry.event_types())) or 'nothing'}", err=True)
+    try:
+        runner.run(once=once)
+    finally:
+        if lock is not None:
+            lock.close()
+    click.echo(f"worker {runner.name} stopped: " + ", ".join(
+        f"{count} {outcome}" for outcome, count in runner.counts.items()), err=True)
+
+
 def _safe_url():
     from sqlalchemy.engine import make_url
 
@@ -268,7 +297,7 @@ def _safe_url():
 
 def init_app(app):
     """Add the receiver's commands to the app's CLI."""
-    for command in (db_group, spool_group, events_group, rejections_group, serve):
+    for command in (db_group, spool_group, events_group, rejections_group, serve, work):
         app.cli.add_command(command)
 
 

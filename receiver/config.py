@@ -21,6 +21,16 @@ def _int(name, default):
         raise RuntimeError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def _float(name, default):
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a number of seconds, got {value!r}") from None
+
+
 def from_env():
     """Read the receiver's settings from the environment.
 
@@ -49,6 +59,18 @@ def from_env():
         # Read by prometheus_client itself; gunicorn_conf sets it to a fresh folder. Set, the
         # metrics are summed over every worker process; unset, each app counts on its own.
         "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        # The application's handlers (receiver/handlers): EventType=module:function, comma-separated,
+        # imported by `vod-receiver work` when it starts.
+        "RECEIVER_HANDLERS": os.environ.get("RECEIVER_HANDLERS", ""),
+        "RECEIVER_HANDLER_MAX_ATTEMPTS": _int("RECEIVER_HANDLER_MAX_ATTEMPTS", 5),
+        "RECEIVER_HANDLER_TIMEOUT": _float("RECEIVER_HANDLER_TIMEOUT", 60.0),
+        # Retry n waits between half and all of min(MAX, BACKOFF * 2^(n-1)) seconds.
+        "RECEIVER_HANDLER_BACKOFF": _float("RECEIVER_HANDLER_BACKOFF", 10.0),
+        "RECEIVER_HANDLER_BACKOFF_MAX": _float("RECEIVER_HANDLER_BACKOFF_MAX", 3600.0),
+        # How often an idle worker looks for new events without a NOTIFY (always, on SQLite).
+        "RECEIVER_HANDLER_POLL_INTERVAL": _float("RECEIVER_HANDLER_POLL_INTERVAL", 1.0),
+        # host:port where `vod-receiver work` serves its own /metrics; unset: none.
+        "RECEIVER_WORKER_METRICS_BIND": os.environ.get("RECEIVER_WORKER_METRICS_BIND") or None,
     }
 
 
@@ -72,9 +94,14 @@ def check(config):
         config["RECEIVER_ALLOWED_CIDRS"] = auth.parse_networks(_list(config["RECEIVER_ALLOWED_CIDRS"]))
     except ValueError as exc:
         raise RuntimeError(f"RECEIVER_ALLOWED_CIDRS: {exc}") from None
-    for name in ("RECEIVER_SIGN_CLOCK_SKEW", "RECEIVER_TRUSTED_PROXIES"):
+    for name in ("RECEIVER_SIGN_CLOCK_SKEW", "RECEIVER_TRUSTED_PROXIES", "RECEIVER_HANDLER_BACKOFF",
+                 "RECEIVER_HANDLER_BACKOFF_MAX"):
         if config[name] < 0:
             raise RuntimeError(f"{name} must not be negative, got {config[name]}")
+    for name in ("RECEIVER_HANDLER_MAX_ATTEMPTS", "RECEIVER_HANDLER_TIMEOUT",
+                 "RECEIVER_HANDLER_POLL_INTERVAL"):
+        if not config[name] > 0:
+            raise RuntimeError(f"{name} must be more than 0, got {config[name]}")
 
 
 def tokens_from_env():

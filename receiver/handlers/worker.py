@@ -1,0 +1,631 @@
+"""Run the application's handlers off the request path: find new events, claim them, run their
+handlers with a timeout, record every attempt, retry failures with backoff, settle the rest.
+
+State is kept per event (handler_states, one row), with the handlers that already succeeded
+listed in it: the claim is one row whatever the number of handlers, and a retry runs only the
+handlers that have not succeeded yet, so no handler runs twice for an event unless replayed.
+Attempts are per (event, handler) in handler_attempts.
+
+New events become pending without the callback path doing anything: the worker scans `events`
+past the highest id it has seen. On SQLite writers take turns, so ids become visible in order
+and that scan misses nothing. On PostgreSQL a transaction can commit a lower id after a higher
+one is visible; a periodic sweep looks again at the ids of the last SETTLE_SECONDS for events
+without a state row (NOT EXISTS against the primary key), and every worker sweeps everything
+once when it starts.
+
+Claiming takes due rows with FOR UPDATE SKIP LOCKED on PostgreSQL, so any number of workers on
+any number of hosts share the backlog; on SQLite one worker runs at a time (a lock file beside
+the database). A claim is a lease: a worker that dies (SIGKILL, lost host) leaves rows in
+`running` until the lease ends, and the next claim records an `abandoned` attempt and counts
+the round as failed. Outcomes are written in batches (every FLUSH_SECONDS at most), fenced by
+the worker's id, so a worker whose lease was taken over cannot overwrite the new holder's state.
+
+Handlers run in a thread of their own, joined with the timeout. A thread cannot be killed: one
+that overruns is abandoned, recorded as `timeout`, and has HandlerTimeout raised inside it
+(CPython's PyThreadState_SetAsyncExc), which stops it the next time it runs Python code — at
+once for a Python loop or a sleep, after the call returns for a blocking C call. The other
+choice, a child process per attempt, really stops anything, but forks a process per event or
+pipes every event to a helper, and the handler then runs in a copy of the application: its
+in-memory effects (a test's list, a cache) are lost. docs/operations.md has the measured cost.
+"""
+import ctypes
+import fcntl
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import (JSON, and_, bindparam, case, exists, func, insert, literal, select as select_, text,
+                        update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from .. import db as _db
+from ..models import Event as EventRow, HandlerAttempt, HandlerState, utcnow
+from .registry import Event, Handler, Registry
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "vod_receiver_events"  # NOTIFYed by the events_notify trigger (migration 0007)
+SETTLE_SECONDS = 60  # longer than any transaction of the group writer stays open
+SWEEP_SECONDS = 5
+FLUSH_SECONDS = 0.1  # the longest a finished attempt waits in memory to be recorded
+BATCH_SECONDS = 0.2  # a claim takes about this much work, so slow handlers spread over workers
+OUTCOMES = ("succeeded", "failed", "timeout", "abandoned")
+# Settled states, and the backlog as a literal: the partial index ix_handler_states_backlog is
+# used only when the planner sees this exact predicate (a bound parameter would hide it).
+SETTLED = ("processed", "dead", "no_handler")
+BACKLOG = text("handler_states.state IN ('pending', 'failed', 'running')")
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+class HandlerTimeout(BaseException):
+    """Raised inside a handler that overran RECEIVER_HANDLER_TIMEOUT (a BaseException, so that a
+    handler's `except Exception` does not swallow it)."""
+
+
+class WorkerBusy(RuntimeError):
+    """Another worker holds this SQLite database's worker lock."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How handlers are run and retried (the RECEIVER_HANDLER_* settings)."""
+
+    max_attempts: int = 5
+    timeout: float = 60.0
+    backoff: float = 10.0
+    backoff_max: float = 3600.0
+    poll_interval: float = 1.0
+    batch_max: int = 100
+
+    @classmethod
+    def from_config(cls, config):
+        """The settings of an app's config, defaults for those it does not set."""
+        names = {"max_attempts": "RECEIVER_HANDLER_MAX_ATTEMPTS", "timeout": "RECEIVER_HANDLER_TIMEOUT",
+                 "backoff": "RECEIVER_HANDLER_BACKOFF", "backoff_max": "RECEIVER_HANDLER_BACKOFF_MAX",
+                 "poll_interval": "RECEIVER_HANDLER_POLL_INTERVAL"}
+        return cls(**{attr: config[key] for attr, key in names.items() if config.get(key) is not None})
+
+    @property
+    def lease(self) -> float:
+        """How long a claim holds an event: an attempt ends within the timeout, plus slack."""
+        return 2 * self.timeout + 1
+
+
+def backoff(attempt: int, base: float, cap: float, rng=random.random) -> float:
+    """Seconds to wait before round `attempt` + 1: exponential, capped, with "equal jitter".
+
+    Half the doubled delay is fixed and half random (AWS Architecture Blog, "Exponential Backoff
+    and Jitter"): retries of events that failed together spread out, yet never come back at once
+    as full jitter's zero allows. Written out rather than taken from tenacity: tenacity wraps
+    calls in a retry loop, and here the wait is a due time stored in the database.
+    """
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay / 2 + rng() * delay / 2
+
+
+@dataclass
+class _Claim:
+    event_id: int
+    attempts: int
+    done: list
+    state: str = "running"
+    row: object = None  # the events row, loaded after the claim
+
+
+@dataclass
+class _Result:
+    claim: _Claim
+    state: str
+    attempts: int
+    done: list
+    due_in: float = 0.0
+    last_error: str | None = None
+    records: list = field(default_factory=list)
+
+
+class Worker:
+    """Claims events, runs their handlers and records the attempts, for one app and registry."""
+
+    def __init__(self, app, registry: Registry | None = None, settings: Settings | None = None,
+                 name: str | None = None):
+        from .. import handlers  # the package: its `registry` is the default Registry
+
+        self.app, self.registry = app, registry if registry is not None else handlers.registry
+        self.settings = settings or Settings.from_config(app.config)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.engine = _db.engine(app)
+        self.dialect = self.engine.dialect.name
+        lock = app.extensions.get("receiver.db.write_lock")
+        self._turn = lock.held if lock is not None else nullcontext  # SQLite's shared write turn
+        self._connection = None
+        self._seen = 0  # the highest event id scanned
+        self._sweeps = deque()  # (monotonic time, _seen then): where the next sweep starts
+        self._next_sweep = 0.0
+        self._batch = 10
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._listener = None
+        self.counts = dict.fromkeys(OUTCOMES, 0)  # attempts by outcome, for metrics and tests
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, once: bool = False, listen: bool = True):
+        """Work until stopped (SIGTERM, SIGINT, stop()); with once=True, until nothing is due."""
+        restore = self._trap_signals()
+        try:
+            if listen:
+                self._listen()
+            self._sweep_all()
+            while not self._stopping.is_set():
+                if self.run_once():
+                    continue
+                if once:
+                    break
+                self._wait(self._next_due())
+        finally:
+            for signum, previous in restore:
+                signal.signal(signum, previous)
+            self.close()
+
+    def stop(self):
+        """Finish the current attempt, record it, hand back the rest and return from run()."""
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):  # the pipe is full (already woken) or closed
+            pass
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stopping.is_set()
+
+    def run_once(self) -> int:
+        """Discover new events, claim a batch of due ones and run it; the number of events run."""
+        now = utcnow()
+        connection = self._connect()
+        with self._turn():
+            with connection.begin():
+                self._discover(connection, now)
+                claims, abandoned = self._claim(connection, now, self._batch)
+        if not claims:
+            return len(abandoned)
+        started = time.monotonic()
+        self._load(connection, claims)
+        self._run_batch(connection, claims)
+        rate = len(claims) / max(time.monotonic() - started, 1e-6)
+        self._batch = max(1, min(self.settings.batch_max, int(rate * BATCH_SECONDS)))
+        return len(claims)
+
+    def process_event(self, event_id: int, *, reason: str | None = None, force: bool = False) -> str:
+        """Run one event's handlers now, in this thread; returns its state afterwards."""
+        now = utcnow()
+        connection = self._connect()
+        with self._turn():
+            with connection.begin():
+                self._discover(connection, now, only=event_id)
+                row = connection.execute(
+                    select_(HandlerState.state, HandlerState.due_at, HandlerState.attempts,
+                            HandlerState.done, HandlerState.worker, HandlerState.claimed_at)
+                    .where(HandlerState.event_id == event_id).with_for_update()).first()
+                if row is None:
+                    raise LookupError(f"no event with id {event_id}")
+                if row.state == "running" and row.due_at > now:
+                    return "running"  # another worker holds it: it is being run now
+                if row.state in SETTLED and not force:
+                    return row.state
+                attempts = row.attempts
+                if row.state == "running":  # its worker died: record that, then run it as asked
+                    self._record_abandoned(connection, event_id, row, now)
+                    attempts += 1
+                self._hold(connection, [event_id], now)
+        claim = _Claim(event_id, attempts, [] if force else list(row.done or ()))
+        self._load(connection, [claim])
+        [result] = self._run_batch(connection, [claim], reason=reason)
+        return result.state
+
+    def close(self):
+        """Close the worker's connections."""
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:  # already broken: nothing to close cleanly
+                pass
+            self._listener = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    # -- finding new events -----------------------------------------------------------------
+
+    def _discover(self, connection, now, only=None):
+        if only is not None:
+            return self._track(connection, now, only - 1, only)
+        top = connection.execute(select_(func.max(EventRow.id))).scalar() or 0
+        if top > self._seen:
+            self._track(connection, now, self._seen, top)
+            self._sweeps.append((time.monotonic(), self._seen))
+            self._seen = top
+        if time.monotonic() >= self._next_sweep:
+            # Ids at or below what was seen SETTLE_SECONDS ago are settled: committed or never.
+            while len(self._sweeps) > 1 and self._sweeps[1][0] < time.monotonic() - SETTLE_SECONDS:
+                self._sweeps.popleft()
+            if self._sweeps:
+                self._track(connection, now, self._sweeps[0][1], self._seen)
+            self._next_sweep = time.monotonic() + SWEEP_SECONDS
+
+    def _sweep_all(self):
+        # Once at start: every event without a state row, whenever it was stored.
+        connection = self._connect()
+        with self._turn():
+            with connection.begin():
+                self._track(connection, utcnow(), 0, None)
+                self._seen = connection.execute(select_(func.max(EventRow.id))).scalar() or 0
+        self._sweeps.append((time.monotonic(), self._seen))
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+
+    def _track(self, connection, now, after, up_to):
+        # One INSERT … SELECT: pending if a handler runs for the type, else settled no_handler.
+        types = sorted(self.registry.event_types() - {"*"})
+        if "*" in self.registry.event_types():
+            state = literal("pending")
+        elif types:
+            state = case((EventRow.event_type.in_(types), literal("pending")), else_=literal("no_handler"))
+        else:
+            state = literal("no_handler")
+        conditions = [EventRow.id > after,
+                      ~exists().where(HandlerState.event_id == EventRow.id)]
+        if up_to is not None:
+            conditions.append(EventRow.id <= up_to)
+        rows = select_(EventRow.id, state, literal(now, HandlerState.due_at.type), literal(0),
+                       literal([], JSON()), literal(now, HandlerState.updated_at.type)
+                       ).where(and_(*conditions))
+        statement = _INSERTS[self.dialect](HandlerState).from_select(
+            ["event_id", "state", "due_at", "attempts", "done", "updated_at"], rows)
+        connection.execute(statement.on_conflict_do_nothing())
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def _claim(self, connection, now, limit):
+        rows = connection.execute(
+            select_(HandlerState.event_id, HandlerState.state, HandlerState.attempts,
+                    HandlerState.done, HandlerState.worker, HandlerState.claimed_at)
+            .where(BACKLOG, HandlerState.due_at <= now)
+            .order_by(HandlerState.due_at, HandlerState.event_id).limit(limit)
+            .with_for_update(skip_locked=True)).all()
+        claims, abandoned = [], []
+        for row in rows:
+            if row.state == "running":  # the lease ran out: its worker stopped answering
+                abandoned.append(row)
+            else:
+                claims.append(_Claim(row.event_id, row.attempts, list(row.done or ())))
+        for row in abandoned:
+            self._record_abandoned(connection, row.event_id, row, now)
+            attempts = row.attempts + 1
+            state, due_in = self._after_failure(attempts)
+            connection.execute(
+                update(HandlerState).where(HandlerState.event_id == row.event_id).values(
+                    state=state, attempts=attempts, due_at=now + timedelta(seconds=due_in),
+                    worker=None, last_error=_abandoned_error(row), updated_at=now))
+        if claims:
+            self._hold(connection, [claim.event_id for claim in claims], now)
+        return claims, abandoned
+
+    def _hold(self, connection, event_ids, now):
+        self._lease_until = time.monotonic() + self.settings.lease
+        connection.execute(
+            update(HandlerState).where(HandlerState.event_id.in_(event_ids)).values(
+                state="running", worker=self.name, claimed_at=now,
+                due_at=now + timedelta(seconds=self.settings.lease), updated_at=now))
+
+    def _record_abandoned(self, connection, event_id, row, now):
+        self.counts["abandoned"] += 1
+        connection.execute(insert(HandlerAttempt).values(
+            event_id=event_id, handler=None, attempt=row.attempts + 1,
+            started_at=row.claimed_at or now, finished_at=now, outcome="abandoned",
+            error=_abandoned_error(row), worker=self.name))
+
+    def _after_failure(self, attempts):
+        if attempts >= self.settings.max_attempts:
+            return "dead", 0.0
+        return "failed", backoff(attempts, self.settings.backoff, self.settings.backoff_max)
+
+    def _load(self, connection, claims):
+        by_id = {claim.event_id: claim for claim in claims}
+        for row in connection.execute(select_(EventRow.__table__).where(EventRow.id.in_(by_id))):
+            by_id[row.id].row = row
+        connection.rollback()  # ends the read transaction: nothing stays open while handlers run
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _run_batch(self, connection, claims, reason=None):
+        results, unsaved = [], []
+        last_flush = time.monotonic()
+        for claim in claims:
+            if self.stopping and results:
+                break
+            result = self._round(claim, reason)
+            results.append(result)
+            unsaved.append(result)
+            if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                self._flush(connection, unsaved, [c.event_id for c in claims[len(results):]])
+                unsaved, last_flush = [], time.monotonic()
+        # Events claimed but not run (stopping): back to the backlog, due now.
+        returned = [_Result(c, "pending", c.attempts, c.done) for c in claims[len(results):]]
+        self._flush(connection, unsaved + returned, [])
+        return results
+
+    def _round(self, claim, reason):
+        row = claim.row
+        handlers = self.registry.handlers_for(row.event_type) if row is not None else []
+        if not handlers:
+            return _Result(claim, "no_handler", claim.attempts, claim.done)
+        number = claim.attempts + 1
+        event = to_event(row, number)
+        done, failed, records = list(claim.done), None, []
+        for handler in handlers:
+            if handler.name in done:
+                continue  # it succeeded in an earlier round
+            if self.stopping and records:
+                break  # SIGTERM: the attempt under way finished, the rest wait for the next worker
+            record = self._attempt(handler, event, number, reason)
+            records.append(record)
+            if record["outcome"] == "succeeded":
+                done.append(handler.name)
+            else:
+                failed = record
+        if failed is not None:
+            state, due_in = self._after_failure(number)
+            return _Result(claim, state, number, done, due_in, _one_line(failed["error"]), records)
+        if all(h.name in done for h in handlers):
+            return _Result(claim, "processed", number, done, records=records)
+        return _Result(claim, "pending", claim.attempts, done, records=records)  # stopped midway
+
+    def _attempt(self, handler, event, number, reason):
+        started = utcnow()
+        outcome, error, trace = run_handler(handler, event, self.settings.timeout)
+        finished = utcnow()
+        self.counts[outcome] += 1
+        if outcome != "succeeded":
+            log.warning("handler %s %s on event %s (attempt %s): %s", handler.name,
+                        "timed out" if outcome == "timeout" else "failed", event.id, number, error,
+                        extra={"fields": {"event_id": event.id, "handler": handler.name,
+                                          "attempt": number, "outcome": outcome}})
+        return {"event_id": event.id, "handler": handler.name, "attempt": number,
+                "started_at": started, "finished_at": finished, "outcome": outcome,
+                "error": error, "traceback": trace, "worker": self.name, "reason": reason}
+
+    def _flush(self, connection, results, still_held):
+        if not results and not still_held:
+            return
+        now = utcnow()
+        records = [record for result in results for record in result.records]
+        with self._turn():
+            with connection.begin():
+                if records:
+                    connection.execute(insert(HandlerAttempt), records)
+                if results:
+                    connection.execute(
+                        update(HandlerState)
+                        .where(HandlerState.event_id == bindparam("b_event_id"),
+                               HandlerState.worker == self.name, HandlerState.state == "running")
+                        .values(state=bindparam("b_state"), attempts=bindparam("b_attempts"),
+                                done=bindparam("b_done", type_=JSON()),
+                                due_at=bindparam("b_due_at", type_=HandlerState.due_at.type),
+                                last_error=bindparam("b_last_error"), worker=None,
+                                updated_at=now),
+                        [{"b_event_id": r.claim.event_id, "b_state": r.state,
+                          "b_attempts": r.attempts, "b_done": r.done,
+                          "b_due_at": now + timedelta(seconds=r.due_in),
+                          "b_last_error": r.last_error} for r in results])
+                if still_held and time.monotonic() > self._lease_until - self.settings.lease / 2:
+                    # Half the lease is gone: renew it for the events still waiting their turn.
+                    self._lease_until = time.monotonic() + self.settings.lease
+                    connection.execute(
+                        update(HandlerState)
+                        .where(HandlerState.event_id.in_(still_held),
+                               HandlerState.worker == self.name)
+                        .values(due_at=now + timedelta(seconds=self.settings.lease)))
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _next_due(self):
+        connection = self._connect()
+        with connection.begin():
+            due = connection.execute(select_(func.min(HandlerState.due_at)).where(BACKLOG)).scalar()
+        wait = self.settings.poll_interval
+        if due is not None:
+            wait = min(wait, max(0.0, (due - utcnow()).total_seconds()))
+        return wait
+
+    def _listen(self):
+        if self.dialect != "postgresql":
+            return
+        try:
+            raw = self.engine.raw_connection()
+            listener = raw.driver_connection
+            raw.detach()  # kept for LISTEN as long as the worker runs, never back in the pool
+            listener.autocommit = True
+            listener.execute(f"LISTEN {CHANNEL}")
+            self._listener = listener
+        except Exception as exc:  # polling still works: say so, and carry on
+            log.warning("cannot LISTEN for new events (%s); polling every %s s", exc,
+                        self.settings.poll_interval)
+
+    def _wait(self, seconds):
+        if seconds <= 0:
+            return
+        fds = [self._wake_r]
+        if self._listener is not None:
+            fds.append(self._listener.pgconn.socket)
+        ready, _, _ = select.select(fds, [], [], seconds)
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+        if self._listener is not None and len(fds) > 1 and fds[1] in ready:
+            try:
+                for _notify in self._listener.notifies(timeout=0):
+                    pass
+            except Exception as exc:  # the connection broke: poll, and listen again later
+                log.warning("LISTEN connection lost (%s); polling", exc)
+                self._listener = None
+
+    def _trap_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        restore = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            restore.append((signum, signal.signal(signum, lambda *_: self.stop())))
+        return restore
+
+    def _connect(self):
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            if self._connection is not None:
+                self._connection.close()
+            self._connection = self.engine.connect()
+        return self._connection
+
+
+def run_handler(handler: Handler, event: Event, timeout: float):
+    """Run one handler on one event within `timeout` seconds: (outcome, error, traceback)."""
+    box = {}
+
+    def call():
+        try:
+            handler.func(event)
+        except BaseException as exc:  # HandlerTimeout included: recorded, never raised further
+            box["error"] = f"{type(exc).__name__}: {exc}"
+            box["traceback"] = traceback.format_exc()
+        else:
+            box["ok"] = True
+
+    thread = threading.Thread(target=call, name=f"handler {handler.name}",
+                              daemon=True)  # one that never ends must not keep the process up
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        # Where it is stuck, for the record (sys._current_frames: CPython's documented way).
+        frame = sys._current_frames().get(thread.ident)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else None
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(HandlerTimeout))
+        return "timeout", f"did not finish within {timeout:g} s (RECEIVER_HANDLER_TIMEOUT)", stack
+    if "ok" in box:
+        return "succeeded", None, None
+    return "failed", box.get("error", "the handler's thread ended without an outcome"), box.get("traceback")
+
+
+def to_event(row, attempt=1) -> Event:
+    """The Event a handler receives, from a row of `events`."""
+    event = Event(
+        id=row.id, event_type=row.event_type, format=row.format, received_at=row.received_at,
+        channel=row.channel, delivery_count=row.delivery_count, file_id=row.file_id,
+        file_ids=row.file_ids, media_url=row.media_url, source_type=row.source_type,
+        source_context=row.source_context, procedure_task_id=row.procedure_task_id,
+        review_audio_video_task_id=row.review_audio_video_task_id, task_id=row.task_id,
+        status=row.status, event_handle=row.event_handle, media_name=row.media_name,
+        media_type=row.media_type, storage_region=row.storage_region, class_id=row.class_id,
+        media_created_at=row.media_created_at, size=row.size, duration=row.duration,
+        width=row.width, height=row.height, body=bytes(row.body), attempt=attempt,
+        upload=linked_upload(row))
+    return event
+
+
+def linked_upload(row):
+    """The upload (uploads table) this event completes; None until that table exists.
+
+    The one place the lookup goes: by FileId for NewFileUpload, by SourceContext otherwise.
+    """
+    return None
+
+
+def process_event(app, event_id: int, registry: Registry | None = None, *, reason: str | None = None,
+                  force: bool = False) -> str:
+    """Run an event's handlers now, recording the attempts; force=True re-runs a settled event.
+
+    Returns the event's state afterwards: processed, failed (will retry), dead, no_handler, or
+    running when a worker holds it at this moment (nothing is run then).
+    """
+    worker = Worker(app, registry)
+    try:
+        return worker.process_event(event_id, reason=reason, force=force)
+    finally:
+        worker.close()
+
+
+def reset(app, event_ids) -> int:
+    """Make events pending again with a fresh set of attempts (bulk replay); returns how many.
+
+    Successes are forgotten too, so every handler runs again. Events a worker holds right now
+    are left alone.
+    """
+    event_ids = list(event_ids)
+    if not event_ids:
+        return 0
+    worker = Worker(app)
+    now = utcnow()
+    try:
+        connection = worker._connect()
+        with worker._turn():
+            with connection.begin():
+                for chunk in range(0, len(event_ids), 1000):
+                    ids = event_ids[chunk:chunk + 1000]
+                    worker._track(connection, now, min(ids) - 1, max(ids))
+                reset_count = 0
+                for chunk in range(0, len(event_ids), 1000):
+                    ids = event_ids[chunk:chunk + 1000]
+                    reset_count += connection.execute(
+                        update(HandlerState)
+                        .where(HandlerState.event_id.in_(ids),
+                               ~and_(HandlerState.state == "running", HandlerState.due_at > now))
+                        .values(state="pending", attempts=0, done=[], due_at=now, worker=None,
+                                last_error=None, updated_at=now)).rowcount
+        return reset_count
+    finally:
+        worker.close()
+
+
+def worker_lock(url):
+    """Hold SQLite's one-worker lock (a file beside the database); WorkerBusy if another has it."""
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = f"{url.database}.worker-lock"
+    handle = open(path, "a")  # noqa: SIM115  (held open as long as the worker runs)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WorkerBusy(f"another `vod-receiver work` is running on this SQLite database (it holds "
+                         f"{path}); SQLite runs one worker at a time, PostgreSQL any number") from None
+    return handle
+
+
+def _abandoned_error(row):
+    return (f"worker {row.worker} stopped before recording an outcome (claimed at "
+            f"{row.claimed_at.isoformat() if row.claimed_at else '?'}, lease expired)")
+
+
+def _one_line(text_):
+    return (text_ or "").splitlines()[0][:1000] if text_ else None
