@@ -188,11 +188,25 @@ class LedgerSchema(Schema):
     rejections = fields.Integer()
 
 
+class HandlingSchema(Schema):
+    processed = fields.Integer(metadata={"description": "Every handler succeeded."})
+    failed = fields.Integer(metadata={"description": "A handler failed; retried after a backoff."})
+    dead = fields.Integer(metadata={"description": "Out of attempts (RECEIVER_HANDLER_MAX_ATTEMPTS); "
+                                                   "replay to run again."})
+    pending = fields.Integer(metadata={"description": "Not handled yet (`running` included)."})
+    no_handler = fields.Integer(metadata={"description": "No handler for the event type when "
+                                                         "the worker saw it."})
+    running = fields.Integer(metadata={"description": "Claimed by a worker now (part of pending)."})
+
+
 class StatsSchema(Schema):
     by_event_type = fields.List(fields.Nested(EventTypeCountSchema))
     by_day = fields.List(fields.Nested(DayCountSchema))
     rejections_by_reason = fields.List(fields.Nested(ReasonCountSchema))
     ledger = fields.Nested(LedgerSchema)
+    handling = fields.Nested(HandlingSchema, metadata={
+        "description": "The application's handlers: ledger.events = processed + failed + dead + "
+                       "pending + no_handler."})
     spool_depth = fields.Integer(metadata={"description": "Deliveries waiting in the spool, "
                                                          "not yet in the ledger."})
 

@@ -163,6 +163,10 @@ def events_stats(output):
     click.echo(f"deliveries {ledger['deliveries']} = events {ledger['events']} + duplicates "
                f"{ledger['duplicates']} + rejections {ledger['rejections']}; "
                f"{data['spool_depth']} waiting in the spool")
+    handled = data["handling"]
+    click.echo(f"events {ledger['events']} = processed {handled['processed']} + failed "
+               f"{handled['failed']} + dead {handled['dead']} + pending {handled['pending']} "
+               f"({handled['running']} running) + no handler {handled['no_handler']}")
     for title, rows in (("by event type", data["by_event_type"]), ("by day (UTC)", data["by_day"]),
                         ("rejections by reason", data["rejections_by_reason"])):
         if rows:
@@ -278,6 +282,14 @@ def work(once):
         raise click.ClickException("no handlers registered: set RECEIVER_HANDLERS, e.g. "
                                    "NewFileUpload=myapp.hooks:video_uploaded or myapp.hooks")
     runner = worker.Worker(current_app._get_current_object())
+    bind = current_app.config.get("RECEIVER_WORKER_METRICS_BIND")
+    if bind:
+        from .metrics import serve_worker_metrics
+
+        try:
+            serve_worker_metrics(runner, bind)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"RECEIVER_WORKER_METRICS_BIND={bind}: {exc}") from None
     click.echo(f"worker {runner.name} on {_safe_url()}: handling "
                f"{', '.join(sorted(handlers.registry.event_types())) or 'nothing'}", err=True)
     try:

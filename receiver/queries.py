@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import and_, func, or_, select
 
-from .models import Event, Rejection
+from .models import Event, HandlerState, Rejection
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -105,7 +105,21 @@ def stats(session) -> dict:
         # Every delivery that reached the database is exactly one of these three.
         "ledger": {"deliveries": events + duplicates + rejections, "events": events,
                    "duplicates": duplicates, "rejections": rejections},
+        "handling": handling(session, events),
     }
+
+
+def handling(session, events) -> dict:
+    """Where the handlers are with the `events` stored: each is exactly one of processed, failed
+    (will retry), dead, pending (running included) or no_handler."""
+    counts = dict(session.execute(
+        select(HandlerState.state, func.count()).group_by(HandlerState.state)).all())
+    # Events the worker has not seen yet have no state row: they are pending too.
+    untracked = events - sum(counts.values())
+    return {"processed": counts.get("processed", 0), "failed": counts.get("failed", 0),
+            "dead": counts.get("dead", 0),
+            "pending": counts.get("pending", 0) + counts.get("running", 0) + untracked,
+            "no_handler": counts.get("no_handler", 0), "running": counts.get("running", 0)}
 
 
 def encode_cursor(received_at: datetime, row_id: int) -> str:

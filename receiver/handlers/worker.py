@@ -606,6 +606,33 @@ def reset(app, event_ids) -> int:
         worker.close()
 
 
+def backlog(connection, now=None) -> tuple[dict, float | None]:
+    """The backlog by state (pending counts events not seen yet) and the oldest one's age in s.
+
+    Reads the partial backlog index and the events past the highest tracked id: cheap while the
+    worker keeps up, proportional to the backlog when it does not.
+    """
+    now = now or utcnow()
+    counts, oldest = dict.fromkeys(("pending", "failed", "running"), 0), []
+    for state_, count, first in connection.execute(
+            select_(HandlerState.state, func.count(), func.min(HandlerState.event_id))
+            .where(BACKLOG).group_by(HandlerState.state)):
+        counts[state_] = count
+        oldest.append(first)
+    top = connection.execute(select_(func.max(HandlerState.event_id))).scalar() or 0
+    count, first = connection.execute(
+        select_(func.count(), func.min(EventRow.id)).where(EventRow.id > top)).one()
+    counts["pending"] += count
+    oldest.append(first)
+    oldest = [event_id for event_id in oldest if event_id is not None]
+    age = None
+    if oldest:
+        received_at = connection.execute(
+            select_(EventRow.received_at).where(EventRow.id == min(oldest))).scalar()
+        age = max(0.0, (now - received_at).total_seconds()) if received_at else None
+    return counts, age
+
+
 def worker_lock(url):
     """Hold SQLite's one-worker lock (a file beside the database); WorkerBusy if another has it."""
     url = make_url(url)
