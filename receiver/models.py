@@ -182,3 +182,39 @@ class HandlerAttempt(Base):
 
 def utcnow():
     return datetime.now(timezone.utc)
+
+
+class Replay(Base):
+    """One replay: when, why, what it selected, where it sent it, and how that went."""
+
+    __tablename__ = "replays"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())  # None: interrupted
+    reason: Mapped[Optional[str]] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(32))  # cli or admin-api
+    subject: Mapped[str] = mapped_column(String(16))  # the table replayed: events or rejections
+    # The filters, state or ids it was asked for, as given (admin API parameter names).
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # handlers, queue, or the URL re-POSTed to (its token redacted).
+    target: Mapped[str] = mapped_column(Text)
+    selected: Mapped[int] = mapped_column(Integer)  # rows selected
+    outcomes: Mapped[dict[str, int]] = mapped_column(JSON)  # outcome -> rows, so far
+
+
+class ReplayItem(Base):
+    """One row a replay acted on, and what became of it."""
+
+    __tablename__ = "replay_items"
+
+    replay_id: Mapped[int] = mapped_column(BigId, ForeignKey("replays.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    # An id in the replay's subject table. No foreign key: a replay of rejections keeps its
+    # items here too.
+    row_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[Optional[str]] = mapped_column(Text)  # the error, or the HTTP answer
+
+    # Which replays touched this event (or rejection)?
+    __table_args__ = (Index(None, "row_id"),)

@@ -42,6 +42,11 @@ class Page:
 def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Events matching `filters` (the admin API's query parameters), newest first."""
     filters = filters or {}
+    conditions = [*_event_terms(session, filters), *_window(Event, filters, cursor)]
+    return _page(session, EVENT_SUMMARY, Event, conditions, limit)
+
+
+def _event_terms(session, filters):
     keyed = not _KEYS.isdisjoint(filters)
     conditions = []
     for name in _EVENT_COLUMNS.intersection(filters):
@@ -54,17 +59,27 @@ def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page
         conditions.append(column == filters[name])
     if "source_context_prefix" in filters:
         conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
-    conditions += _window(Event, filters, cursor)
-    return _page(session, EVENT_SUMMARY, Event, conditions, limit)
+    return conditions
 
 
 def list_rejections(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Rejections matching `filters` (reason, time range), newest first."""
     filters = filters or {}
-    conditions = _window(Rejection, filters, cursor)
-    if "reason" in filters:
-        conditions.append(Rejection.reason == filters["reason"])
+    conditions = [*_rejection_terms(filters), *_window(Rejection, filters, cursor)]
     return _page(session, REJECTION_SUMMARY, Rejection, conditions, limit)
+
+
+def _rejection_terms(filters):
+    return [Rejection.reason == filters["reason"]] if "reason" in filters else []
+
+
+def conditions(session, model, filters) -> list:
+    """The WHERE terms of a listing's filters on `model` (Event or Rejection), without paging.
+
+    For code that selects every matching row rather than a page: replay, export, reparse.
+    """
+    terms = _event_terms(session, filters) if model is Event else _rejection_terms(filters)
+    return [*terms, *_window(model, filters, None)]
 
 
 def get_event(session, event_id) -> Event | None:
