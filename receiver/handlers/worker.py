@@ -49,6 +49,7 @@ from sqlalchemy import (JSON, and_, bindparam, case, exists, func, insert, liter
                         update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db as _db
 from ..models import Event as EventRow, HandlerAttempt, HandlerState, utcnow
@@ -160,7 +161,7 @@ class Worker:
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._listener = None
+        self._listener, self._want_listen, self._listen_retry = None, False, 0.0
         self._runner = None
         self.counts = dict.fromkeys(OUTCOMES, 0)  # attempts by outcome, for metrics and tests
 
@@ -169,16 +170,32 @@ class Worker:
     def run(self, once: bool = False, listen: bool = True):
         """Work until stopped (SIGTERM, SIGINT, stop()); with once=True, until nothing is due."""
         restore = self._trap_signals()
+        self._want_listen = listen
         try:
             if listen:
                 self._listen()
-            self._sweep_all()
+            swept = False
             while not self._stopping.is_set():
-                if self.run_once():
-                    continue
-                if once:
-                    break
-                self._wait(self._next_due())
+                try:
+                    if not swept:
+                        self._sweep_all()
+                        swept = True
+                    if self.run_once():
+                        continue
+                    if once:
+                        break
+                    wait = self._next_due()
+                except SQLAlchemyError as exc:
+                    # The database restarted, a deadlock was broken, the network blinked: keep
+                    # working once it answers. Events claimed and not recorded come back when
+                    # their lease ends (an abandoned attempt).
+                    log.warning("database error, retrying in %g s: %s", self.settings.poll_interval,
+                                _first_line(exc))
+                    self._drop_connection()
+                    if once:
+                        raise
+                    wait = self.settings.poll_interval
+                self._wait(wait)
         finally:
             for signum, previous in restore:
                 signal.signal(signum, previous)
@@ -296,6 +313,7 @@ class Worker:
 
     def _track(self, connection, now, after, up_to):
         # One INSERT … SELECT: pending if a handler runs for the type, else settled no_handler.
+        # In id order: two workers inserting the same rows in different orders could deadlock.
         types = sorted(self.registry.event_types() - {"*"})
         if "*" in self.registry.event_types():
             state = literal("pending")
@@ -309,7 +327,7 @@ class Worker:
             conditions.append(EventRow.id <= up_to)
         rows = select_(EventRow.id, state, literal(now, HandlerState.due_at.type), literal(0),
                        literal([], JSON()), literal(now, HandlerState.updated_at.type)
-                       ).where(and_(*conditions))
+                       ).where(and_(*conditions)).order_by(EventRow.id)
         statement = _INSERTS[self.dialect](HandlerState).from_select(
             ["event_id", "state", "due_at", "attempts", "done", "updated_at"], rows)
         connection.execute(statement.on_conflict_do_nothing())
@@ -489,9 +507,15 @@ class Worker:
         if seconds <= 0:
             self._discovered_at = 0.0
             return
+        if self._want_listen and self._listener is None and time.monotonic() > self._listen_retry:
+            self._listen_retry = time.monotonic() + 10
+            self._listen()
         fds = [self._wake_r]
         if self._listener is not None:
-            fds.append(self._listener.pgconn.socket)
+            try:
+                fds.append(self._listener.pgconn.socket)
+            except Exception:  # closed under us: poll, listen again later
+                self._listener = None
         ready, _, _ = select.select(fds, [], [], seconds)
         self._discovered_at = 0.0  # woken or timed out: look for new events at once
         if self._wake_r in ready:
@@ -514,6 +538,15 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             restore.append((signum, signal.signal(signum, lambda *_: self.stop())))
         return restore
+
+    def _drop_connection(self):
+        if self._connection is not None:
+            try:
+                self._connection.invalidate()
+                self._connection.close()
+            except SQLAlchemyError:
+                pass
+            self._connection = None
 
     def _connect(self):
         if self._connection is None or self._connection.closed or self._connection.invalidated:

@@ -353,3 +353,29 @@ def test_bad_handler_path_is_one_clear_line_at_start(make_app):
     assert result.output.strip() == ("Error: RECEIVER_HANDLERS: cannot import 'nowhere.hooks' for "
                                      "nowhere.hooks:uploaded: ModuleNotFoundError: No module "
                                      "named 'nowhere'")
+
+
+def test_worker_outlives_its_database_connections_being_killed(fast_app):
+    if db.engine(fast_app).dialect.name != "postgresql":
+        pytest.skip("killing a server's connections is a PostgreSQL test")
+    from sqlalchemy import text
+
+    registry, seen = Registry(), threading.Event()
+    registry.add("NewFileUpload", lambda event: seen.set(), name="seen")
+    worker = Worker(fast_app, registry)
+    with worker._connect().begin():
+        pid = worker._connect().execute(text("SELECT pg_backend_pid()")).scalar()
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        poll(lambda: worker._listener is not None and worker._sweeps)
+        listener = worker._listener.info.backend_pid
+        with db.engine(fast_app).connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE pid IN (:a, :b)"), {"a": pid, "b": listener})
+        upload(fast_app, 1)
+        assert seen.wait(30), "the worker did not recover"
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
