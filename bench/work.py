@@ -18,7 +18,7 @@ with a timeout costs over calling it.
 import argparse
 import multiprocessing
 import os
-import statistics
+import resource
 import tempfile
 import time
 
@@ -80,14 +80,20 @@ def _bench(kind, url, folder, options):
     registry = Registry()
     registry.add("NewFileUpload", lambda event: None, name="bench:noop")
     worker = Worker(app, registry)
+    backend = _backend_pid(worker) if kind == "PostgreSQL" else None
+    cpu, server_cpu = _cpu(), _process_cpu(backend)
     started = time.perf_counter()
     worker.run(once=True, listen=False)
     seconds = time.perf_counter() - started
+    done = max(worker.counts["succeeded"], 1)
+    cpu = (_cpu() - cpu) / done * 1e6
+    server = "" if backend is None else \
+        f", its PostgreSQL backend {(_process_cpu(backend) - server_cpu) / done * 1e6:.0f} µs"
     rate = worker.counts["succeeded"] / seconds
     goal = f" (goal ≥ {GOAL_RATE:,}: {'met' if rate >= GOAL_RATE else 'NOT met'})" \
         if kind == "PostgreSQL" else ""
     print(f"{kind}: {worker.counts['succeeded']:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
-          f"with one worker{goal}")
+          f"with one worker{goal}; CPU per event: the worker {cpu:.0f} µs{server}")
     latencies = _wakeups(app, config, options)
     how = "LISTEN/NOTIFY" if kind == "PostgreSQL" else "polling every 50 ms"
     p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
@@ -166,6 +172,29 @@ def _thread_cost(calls=20000):
     kept = time.perf_counter() - started
     runner.close()
     return (fresh - direct) / calls * 1e6, (kept - direct) / calls * 1e6
+
+
+def _backend_pid(worker):
+    # The worker's own connection, kept across run(): its backend's CPU is the server's share.
+    connection = worker._connect()
+    with connection.begin():
+        return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
+def _cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid):
+    # utime + stime of a process on this host (the PostgreSQL backend), from /proc.
+    if pid is None:
+        return 0.0
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values, percent):

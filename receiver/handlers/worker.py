@@ -71,6 +71,15 @@ OUTCOMES = ("succeeded", "failed", "timeout", "abandoned")
 SETTLED = ("processed", "dead", "no_handler")
 BACKLOG = text("handler_states.state IN ('pending', 'failed', 'running')")
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# PostgreSQL: a batch's attempts in one statement of fixed text (psycopg caches and prepares it;
+# a multi-row VALUES differs with every batch size and is parsed anew each time).
+_ATTEMPT_COLUMNS = {"event_id": "bigint", "handler": "varchar", "attempt": "integer",
+                    "started_at": "timestamptz", "finished_at": "timestamptz",
+                    "outcome": "varchar", "error": "text", "traceback": "text",
+                    "worker": "varchar", "reason": "varchar"}
+_RECORD_MANY = text(
+    f"INSERT INTO handler_attempts ({', '.join(_ATTEMPT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ATTEMPT_COLUMNS.items()) + ")")
 # PostgreSQL: a batch's outcomes in one statement (arrays unnested), not one UPDATE per event;
 # fenced like the per-row UPDATE SQLite runs: only rows this worker still holds.
 _SETTLE_MANY = text("""
@@ -402,7 +411,8 @@ class Worker:
             .values(state="running", worker=self.name, claimed_at=now,
                     due_at=now + timedelta(seconds=self.settings.lease), updated_at=now)
             .returning(picked.c.old_state, picked.c.old_worker, picked.c.old_claimed_at,
-                       HandlerState.attempts, HandlerState.done, *events.c)).all()
+                       HandlerState.attempts, HandlerState.done,
+                       *(events.c[name] for name in _EVENT_FIELDS))).all()
         claims, abandoned = [], []
         for row in sorted(rows, key=lambda row: row.id):
             if row.old_state == "running":  # the lease ran out: its worker stopped answering
@@ -445,7 +455,8 @@ class Worker:
         if not claims:
             return
         by_id = {claim.event_id: claim for claim in claims}
-        for row in connection.execute(select_(EventRow.__table__).where(EventRow.id.in_(by_id))):
+        columns = [EventRow.__table__.c[name] for name in _EVENT_FIELDS]
+        for row in connection.execute(select_(*columns).where(EventRow.id.in_(by_id))):
             by_id[row.id].row = row
 
     # -- running ----------------------------------------------------------------------------
@@ -454,8 +465,8 @@ class Worker:
         results, unsaved = [], []
         last_flush = time.monotonic()
         for claim in claims:
-            if self.stopping and results:
-                break
+            if self.stopping:
+                break  # the rest go back to the backlog below
             result = self._round(claim, reason)
             results.append(result)
             unsaved.append(result)
@@ -516,10 +527,11 @@ class Worker:
         records = [record for result in results for record in result.records]
         with self._turn():
             with connection.begin():
-                if records:
-                    # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs
-                    # ("insertmanyvalues"), not one statement per attempt.
-                    connection.execute(insert(HandlerAttempt).returning(HandlerAttempt.id), records)
+                if records and self.dialect == "postgresql":
+                    connection.execute(_RECORD_MANY, {
+                        name: [record[name] for record in records] for name in _ATTEMPT_COLUMNS})
+                elif records:
+                    connection.execute(insert(HandlerAttempt), records)
                 if results and self.dialect == "postgresql":
                     connection.execute(_SETTLE_MANY, {
                         "ids": [r.claim.event_id for r in results],
@@ -709,6 +721,14 @@ def run_handler(handler: Handler, event: Event, timeout: float, runner: Runner |
 
 def _first_line(exc):
     return (str(exc).splitlines() or [""])[0][:1000]
+
+
+# The columns of `events` a handler's Event is made of (not the headers, keys or checksums).
+_EVENT_FIELDS = ("id", "event_type", "format", "received_at", "channel", "delivery_count",
+                 "file_id", "file_ids", "media_url", "source_type", "source_context",
+                 "procedure_task_id", "review_audio_video_task_id", "task_id", "status",
+                 "event_handle", "media_name", "media_type", "storage_region", "class_id",
+                 "media_created_at", "size", "duration", "width", "height", "body")
 
 
 def to_event(row, attempt=1) -> Event:
