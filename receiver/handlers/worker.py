@@ -346,10 +346,10 @@ class Worker:
         self._sweeps.append((time.monotonic(), self._seen))
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
 
-    def _track(self, connection, now, after, up_to):
-        connection.execute(self._track_statement(now, after, up_to))
+    def _track(self, connection, now, after, up_to, ids=None):
+        connection.execute(self._track_statement(now, after, up_to, ids))
 
-    def _track_statement(self, now, after, up_to):
+    def _track_statement(self, now, after, up_to, ids=None):
         # One INSERT … SELECT: pending if a handler runs for the type, else settled no_handler.
         # In id order: two workers inserting the same rows in different orders could deadlock.
         types = sorted(self.registry.event_types() - {"*"})
@@ -363,6 +363,8 @@ class Worker:
                       ~exists().where(HandlerState.event_id == EventRow.id)]
         if up_to is not None:
             conditions.append(EventRow.id <= up_to)
+        if ids is not None:
+            conditions.append(EventRow.id.in_(ids))
         rows = select_(EventRow.id, state, literal(now, HandlerState.due_at.type), literal(0),
                        literal([], JSON()), literal(now, HandlerState.updated_at.type)
                        ).where(and_(*conditions)).order_by(EventRow.id)
@@ -786,7 +788,9 @@ def reset(app, event_ids) -> int:
             with connection.begin():
                 for chunk in range(0, len(event_ids), 1000):
                     ids = event_ids[chunk:chunk + 1000]
-                    worker._track(connection, now, min(ids) - 1, max(ids))
+                    # Only these events: tracking the range between them with this process's
+                    # registry (none, in the web process) would settle others as no_handler.
+                    worker._track(connection, now, min(ids) - 1, max(ids), ids=ids)
                 reset_count = 0
                 for chunk in range(0, len(event_ids), 1000):
                     ids = event_ids[chunk:chunk + 1000]

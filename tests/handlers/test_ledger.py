@@ -66,3 +66,26 @@ def test_metrics_show_the_backlog_and_its_oldest_event(mixed):
     from factories import T0
 
     assert abs(age - (utcnow() - T0).total_seconds()) < timedelta(minutes=5).total_seconds()
+
+
+def test_worker_serves_its_attempts_by_outcome_and_the_backlog(mixed):
+    import urllib.request
+
+    from receiver.metrics import serve_worker_metrics
+
+    registry = Registry()
+    registry.add("NewFileUpload", lambda event: None, name="ok")
+    worker = Worker(mixed, registry)
+    worker.counts["failed"] = 2  # as if it had run two failing attempts
+    server, thread = serve_worker_metrics(worker, "127.0.0.1:0")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics") as answer:
+            text = answer.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        worker.close()
+    assert 'vod_handler_attempts_total{outcome="failed"} 2.0' in text
+    assert 'vod_handler_attempts_total{outcome="succeeded"} 0.0' in text
+    assert 'vod_handler_backlog{state="pending"} 1.0' in text

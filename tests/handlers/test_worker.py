@@ -379,3 +379,10 @@ def test_worker_outlives_its_database_connections_being_killed(fast_app):
         worker.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_reset_touches_only_the_events_it_is_given(fast_app):
+    first, between, last = (upload(fast_app, n).id for n in (1, 2, 3))
+    assert reset(fast_app, [first, last]) == 2  # with the default, empty registry
+    assert state(fast_app, between) is None  # left for a worker with handlers to find
+    assert state(fast_app, first).state == state(fast_app, last).state == "pending"
