@@ -267,6 +267,10 @@ def replay_command(ids, state, reason, url, rate, queue, dry_run, yes, format_, 
             target = replay.Queue(app)
         else:  # the handlers `vod-receiver work` runs: RECEIVER_HANDLERS
             handlers.registry.load(app.config["RECEIVER_HANDLERS"])
+            if not handlers.registry and not dry_run:
+                # Run with none, every event would be settled as no_handler: not what was meant.
+                raise click.ClickException("no handlers registered: set RECEIVER_HANDLERS, e.g. "
+                                           "NewFileUpload=myapp.hooks:video_uploaded")
             target = replay.Handlers(app, handlers.registry)
     except replay.ReplayError as exc:
         raise click.UsageError(str(exc)) from None

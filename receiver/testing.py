@@ -9,10 +9,10 @@ with `vod_`, so it cannot shadow a project's own `app` or `client`.
 
 Fixtures:
 - vod_replay(source, run_handlers=False, raise_errors=True): POST callbacks to the receiver's
-  callback URL (through the Flask test client) and return the stored events. `source` is raw bytes, a file
-  (e.g. saved with `vod-receiver events show ID --raw`), a folder (e.g. written by
-  `vod-receiver events export`: its manifest gives the order and Content-Types; otherwise every
-  file, by name), or a list of these. With run_handlers=True the registered handlers run on
+  callback URL (through the Flask test client) and return the stored events. `source` is raw
+  bytes, a file (e.g. saved with `vod-receiver events show ID --raw`), a folder (e.g. written
+  by `vod-receiver events export`: its manifest gives the order and Content-Types; otherwise
+  every file, by name), or a list of these. With run_handlers=True the registered handlers run on
   each new event at once, as the worker would, and one that fails raises HandlerFailed.
 - vod_sample(name): the exact bytes of one of VOD's documented bodies shipped in
   receiver/samples (vod_sample_names lists them).

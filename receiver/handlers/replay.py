@@ -280,7 +280,11 @@ class Post:
     """Re-POST each row's exact stored bytes, with its original Content-Type, to a URL."""
 
     def __init__(self, url, rate=None, timeout=10):
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a port out of range)
+        except ValueError as exc:
+            raise ReplayError(f"--to: {url!r} is not a URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ReplayError(f"--to must be an http:// or https:// URL, not {url!r}")
         self.url, self.parts, self.timeout = url, parts, timeout

@@ -5,10 +5,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from factories import T0, new_file_upload, upload
+from factories import T0, deliver, new_file_upload, upload
 from sqlalchemy import select, update
 
-from receiver import handlers
+from receiver import db, handlers, store
+from receiver.events import Refusal
 from receiver.handlers import replay, worker
 from receiver.models import Event, HandlerAttempt, HandlerState, Replay, ReplayItem
 
@@ -149,6 +150,22 @@ def test_a_dry_run_shows_what_today_s_parser_makes_of_the_bytes_and_changes_noth
     assert session.scalars(select(HandlerAttempt)).all() == []
 
 
+def test_rejections_share_the_selection_and_the_dry_run(app, session):
+    # What `rejections reparse` builds on: the same Selection and preview, on the other table.
+    deliver(app, b"[1]", received_at=T0)
+    today_valid = new_file_upload("f1")
+    with db.session_factory(app)() as writer, writer.begin():  # refused by an older parser
+        store.reject(writer.connection(), store.Delivery(body=today_valid, received_at=T0),
+                     Refusal("invalid_event", "FileId was not a string then", status=422))
+    selection = replay.Selection("rejections", {"reason": "invalid_event"})
+    [refused_then] = selection.row_ids(session)
+    assert replay.Selection("rejections").row_ids(session)[1] == refused_then
+    [change] = replay.preview(app, "rejections", replay.Selection("rejections").row_ids(session))
+    assert (change.id, change.label, change.refusal) == (refused_then, "invalid_event", None)
+    assert change.fields == {"reason": ("invalid_event", None),
+                             "event_type": (None, "NewFileUpload")}
+
+
 def test_queue_marks_the_selection_pending_for_the_worker(app, runner, session, flaky):
     app.config["RECEIVER_HANDLER_MAX_ATTEMPTS"] = 1
     flaky.failing = {"f1"}
@@ -249,6 +266,8 @@ def test_to_url_records_an_unreachable_receiver(app, runner, session):
 @pytest.mark.parametrize("args, message", [
     (["--rate", "5/s"], "--rate applies to --to only"),
     (["--to", "ftp://staging/callbacks/vod"], "--to must be an http:// or https:// URL"),
+    (["--to", "http://[::1/callbacks/vod"], "is not a URL (Invalid IPv6 URL)"),
+    (["--to", "http://staging:99999/"], "is not a URL (Port out of range"),
     (["--to", "http://staging/", "--rate", "fast"], "'fast' is not a rate"),
     (["--to", "http://staging/", "--rate", "0"], "'0' is not a rate"),
     (["--to", "http://staging/", "--queue"], "--queue and --to are two different targets"),
@@ -260,6 +279,16 @@ def test_replay_refuses_bad_options_in_one_line(app, runner, args, message):
     result = runner.invoke(args=["replay", "--yes", *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_replay_without_handlers_refuses_rather_than_settling_events_as_no_handler(
+        app, runner, session, registry):
+    upload(app, 1)
+    result = runner.invoke(args=["replay", "--yes"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: no handlers registered: set RECEIVER_HANDLERS, e.g. "
+                             "NewFileUpload=myapp.hooks:video_uploaded\n")
+    assert session.scalars(select(HandlerState)).all() == []
 
 
 def test_the_pacer_spaces_calls_evenly_at_the_rate():
