@@ -239,7 +239,8 @@ def events_export(folder, state, format_, **options):
 @click.option("--to", "url", help="Re-POST the exact stored bytes (with their Content-Type) to "
                                   "this URL, e.g. a staging receiver, instead of running the "
                                   "handlers.")
-@click.option("--rate", type=_Rate(), help="With --to: at most N callbacks a second, e.g. 10/s.")
+@click.option("--rate", type=_Rate(), metavar="N/s",
+              help="With --to: at most N callbacks a second, e.g. 10/s.")
 @click.option("--queue", is_flag=True, help="Mark them pending for `vod-receiver work` instead of "
                                             "running the handlers here.")
 @click.option("--dry-run", is_flag=True, help="Re-parse the stored bytes with today's code and "

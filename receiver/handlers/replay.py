@@ -310,7 +310,8 @@ class Post:
                 break
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                # A kept-alive connection the server had closed fails once: retry on a new one.
+                # A kept-alive connection the server had closed fails once: retry on a new one
+                # (should the first have arrived after all, a receiver counts it a duplicate).
                 if attempt == 2:
                     return "unreachable", f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= response.status < 300:
@@ -347,18 +348,26 @@ class Handlers:
 
     def __init__(self, app, registry=None):
         self.app, self.registry = app, registry
+        self._worker = None  # one for the whole replay: its connection is kept between events
 
     def __call__(self, row, replay):
         from . import worker
 
-        state = worker.process_event(self.app, row.id, self.registry,
-                                     reason=attempt_reason(replay), force=True)
+        if self._worker is None:
+            self._worker = worker.Worker(self.app, self.registry)
+        state = self._worker.process_event(row.id, reason=attempt_reason(replay), force=True)
         if state == "running":  # a worker holds it at this moment: nothing was run
             return "running", "a worker was running its handlers; replay it again later"
         with db.session_factory(self.app)() as session:
             last_error = session.scalar(select(HandlerState.last_error)
                                         .where(HandlerState.event_id == row.id))
         return state, last_error if state in FAILURES else None
+
+    def close(self):
+        """Close the worker's connection."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
 
 class Queue:

@@ -77,11 +77,12 @@ def test_a_dead_event_replayed_after_the_fix_is_processed_with_a_new_attempt(
 
 def test_a_replay_whose_handler_still_fails_says_so_and_exits_1(app, runner, session, flaky):
     flaky.failing = {"f1"}
-    event_id = upload(app, 1).id
-    result = runner.invoke(args=["replay", "--id", str(event_id), "--yes"])
+    failing, fine = upload(app, 1).id, upload(app, 2).id
+    result = runner.invoke(args=["replay", "--id", str(failing), "--id", str(fine), "--yes"])
     assert result.exit_code == 1
-    assert f"  {event_id}: failed: RuntimeError: cannot handle f1" in result.output
-    assert result.output.splitlines()[-1].endswith(": failed 1")
+    assert f"  {failing}: failed: RuntimeError: cannot handle f1" in result.output
+    assert result.output.splitlines()[-1].endswith(": failed 1, processed 1")
+    assert flaky.seen == ["f2"] and _state(session, fine) == "processed"
 
 
 def test_replay_selects_by_the_admin_filters_and_the_processing_state(app, session, flaky):
