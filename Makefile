@@ -38,3 +38,9 @@ clean:
 .PHONY: bench-queries
 bench-queries: install
 	$(BIN)/python -m bench.queries $(BENCH_ARGS)
+
+# Handler worker: events/s with a no-op handler and commit -> handler start p50/p99; set
+# RECEIVER_BENCH_POSTGRES_URL to include PostgreSQL (vodr_bench_work is created and dropped).
+.PHONY: bench-work
+bench-work: install
+	$(BIN)/python -m bench.work $(BENCH_ARGS)

@@ -1,7 +1,8 @@
-"""Blueprint: the read-only admin API over stored events and rejections, and its OpenAPI document.
+"""Blueprint: the admin API over stored events and rejections (queries, and replaying events),
+and its OpenAPI document.
 
 Registered only when RECEIVER_ADMIN_TOKENS names at least one token: without one the API does
-not exist (404) rather than being open.
+not exist (404) rather than being open. Its only writes are the replays, each one recorded.
 """
 import functools
 import hmac
@@ -16,6 +17,7 @@ from werkzeug.exceptions import NotFound, Unauthorized
 from . import admin_schemas as schemas, queries, spool
 from .db import get_session
 from .errors import ApiError
+from .handlers import replay
 
 PREFIX = "/admin/api/v1"
 bp = Blueprint("admin", __name__, url_prefix=PREFIX)
@@ -32,6 +34,26 @@ def list_events():
 def show_event(event_id):
     """One stored event: parsed fields, deliveries, headers and the body as received."""
     return schemas.event.dump(queries.get_event(get_session(), event_id) or _not_found("event"))
+
+
+@bp.post("/events/<int:event_id>/replay")
+def replay_event(event_id):
+    """Queue one stored event (processed and dead ones too) for the worker to run again."""
+    options = _body(schemas.event_replay_request)
+    session = get_session()
+    if queries.get_event(session, event_id) is None:
+        _not_found("event")
+    return _replay(replay.Selection("events", ids=(event_id,)), options)
+
+
+@bp.post("/events/replay")
+def replay_events():
+    """Queue the events matching the filters and state for the worker to run again; count them."""
+    options = _body(schemas.replay_request)
+    reason, dry_run = options.pop("reason"), options.pop("dry_run")
+    state = options.pop("state", None)
+    return _replay(replay.Selection("events", options, state),
+                   {"reason": reason, "dry_run": dry_run})
 
 
 @bp.get("/rejections")
@@ -110,6 +132,36 @@ def _query(schema):
                        details=exc.messages) from None
 
 
+def _body(schema):
+    # Any Content-Type: `curl -d` sends form-encoded by default, and the body is JSON anyway.
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise ApiError("invalid_body", "The body must be a JSON object.")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        name, problems = next(iter(exc.messages.items()))
+        raise ApiError("invalid_parameter", f"Field {name!r}: {' '.join(problems)}",
+                       details=exc.messages) from None
+
+
+def _replay(selection, options):
+    # Queued, never run here: a handler may take a minute, and this process answers VOD's
+    # callbacks within 5 seconds. `vod-receiver work` runs them, as it does new events.
+    session = get_session()
+    row_ids = selection.row_ids(session)
+    session.close()  # ends the read: the queueing writes in sessions of its own
+    app = current_app._get_current_object()
+    result = {"count": len(row_ids), "dry_run": options["dry_run"], "replay": None, "changes": []}
+    if options["dry_run"]:
+        changes = replay.preview(app, "events", row_ids, limit=schemas.MAX_CHANGES)
+        result["changes"] = [change.to_dict() for change in changes]
+    elif row_ids:
+        result["replay"] = replay.run(app, selection, row_ids, replay.Queue(app),
+                                      reason=options["reason"], origin="admin-api")
+    return schemas.replay_result.dump(result)
+
+
 def _not_found(what):
     raise NotFound(f"No {what} with this id.")
 
@@ -122,8 +174,8 @@ def openapi_spec():
     # marshmallow schemas into the document, and the views stay plain Flask.
     spec = APISpec(title="vod-receiver admin API", version="1", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
-                   info={"description": "Read-only queries of the VOD callbacks the receiver "
-                                        "stored and the requests it refused."})
+                   info={"description": "Queries of the VOD callbacks the receiver stored and "
+                                        "the requests it refused, and replays of stored events."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.options["security"] = [{"bearer": []}]
     spec.components.schema("Error", schema=schemas.ErrorSchema)
@@ -133,7 +185,7 @@ def openapi_spec():
         spec.components.response(status, {"description": description, "content": {
             "application/json": {"schema": "Error"}}})
 
-    def path(url, view, schema, query=None, id_name=None):
+    def path(url, view, schema, query=None, id_name=None, body=None):
         operation = {"operationId": view.__name__, "summary": view.__doc__,
                      "parameters": [], "responses": {"200": {
                          "description": "OK", "content": {"application/json": {"schema": schema}}},
@@ -141,14 +193,22 @@ def openapi_spec():
         if query is not None:
             operation["parameters"].append({"in": "query", "schema": query})
             operation["responses"]["400"] = "400"
+        if body is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": body}}}
+            operation["responses"]["400"] = "400"
         if id_name is not None:
             operation["parameters"].append({"in": "path", "name": id_name, "required": True,
                                             "schema": {"type": "integer", "minimum": 1}})
             operation["responses"]["404"] = "404"
-        spec.path(path=PREFIX + url, operations={"get": operation})
+        spec.path(path=PREFIX + url, operations={"post" if body else "get": operation})
 
     path("/events", list_events, schemas.EventPageSchema, query=schemas.EventQuerySchema)
+    path("/events/replay", replay_events, schemas.ReplayResultSchema,
+         body=schemas.ReplayRequestSchema)
     path("/events/{event_id}", show_event, schemas.EventSchema, id_name="event_id")
+    path("/events/{event_id}/replay", replay_event, schemas.ReplayResultSchema,
+         id_name="event_id", body=schemas.EventReplayRequestSchema)
     path("/rejections", list_rejections, schemas.RejectionPageSchema,
          query=schemas.RejectionQuerySchema)
     path("/rejections/{rejection_id}", show_rejection, schemas.RejectionSchema,

@@ -6,8 +6,10 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from . import queries
+from .handlers import replay
 
 FORMATS = ("v3", "v2")
+MAX_CHANGES = 100  # changes a dry run answers
 CHANNELS = ("push", "pull", "replay")
 
 
@@ -38,9 +40,12 @@ class _UTC(fields.AwareDateTime):
             return limit.replace(tzinfo=timezone.utc)
 
 
-class _PageQuerySchema(Schema):
+class _TimeRangeSchema(Schema):
     received_after = _UTC(metadata={"description": "Only rows received at or after this instant."})
     received_before = _UTC(metadata={"description": "Only rows received before this instant."})
+
+
+class _PageQuerySchema(_TimeRangeSchema):
     limit = fields.Integer(load_default=queries.DEFAULT_LIMIT,
                            validate=validate.Range(min=1, max=queries.MAX_LIMIT),
                            metadata={"description": "Rows per page."})
@@ -60,7 +65,9 @@ class _PageQuerySchema(Schema):
         return data, data.pop("limit"), data.pop("cursor", None)
 
 
-class EventQuerySchema(_PageQuerySchema):
+class EventFiltersSchema(_TimeRangeSchema):
+    """The filters of an event listing, without paging: also what replay and export select by."""
+
     event_type = _text(128, metadata={"description": "EventType, e.g. NewFileUpload."})
     file_id = _text(64, metadata={"description": "FileId the event is about."})
     source_context = _text(1000, metadata={"description": "SourceContext, exactly."})
@@ -73,6 +80,10 @@ class EventQuerySchema(_PageQuerySchema):
                            metadata={"description": "Body format."})
     channel = fields.String(validate=validate.OneOf(CHANNELS),
                             metadata={"description": "How it arrived."})
+
+
+class EventQuerySchema(EventFiltersSchema, _PageQuerySchema):
+    pass
 
 
 class RejectionQuerySchema(_PageQuerySchema):
@@ -205,13 +216,93 @@ class LedgerSchema(Schema):
                        "and duplicates, not here."})
 
 
+class HandlingSchema(Schema):
+    processed = fields.Integer(metadata={"description": "Every handler succeeded."})
+    failed = fields.Integer(metadata={"description": "A handler failed; retried after a backoff."})
+    dead = fields.Integer(metadata={"description": "Out of attempts (RECEIVER_HANDLER_MAX_ATTEMPTS); "
+                                                   "replay to run again."})
+    pending = fields.Integer(metadata={"description": "Not handled yet (`running` included)."})
+    no_handler = fields.Integer(metadata={"description": "No handler for the event type when "
+                                                         "the worker saw it."})
+    running = fields.Integer(metadata={"description": "Claimed by a worker now (part of pending)."})
+
+
 class StatsSchema(Schema):
     by_event_type = fields.List(fields.Nested(EventTypeCountSchema))
     by_day = fields.List(fields.Nested(DayCountSchema))
     rejections_by_reason = fields.List(fields.Nested(ReasonCountSchema))
     ledger = fields.Nested(LedgerSchema)
+    handling = fields.Nested(HandlingSchema, metadata={
+        "description": "The application's handlers: ledger.events = processed + failed + dead + "
+                       "pending + no_handler."})
     spool_depth = fields.Integer(metadata={"description": "Deliveries waiting in the spool, "
                                                          "not yet in the ledger."})
+
+
+class _ReplayOptionsSchema(Schema):
+    reason = _text(1000, required=True,
+                   metadata={"description": "Why: kept in the replay's record."})
+    # JSON booleans only: "false" as a string must not pass for false (nor "no" for a dry run).
+    dry_run = fields.Boolean(load_default=False, truthy={True}, falsy={False}, metadata={
+        "description": "Re-parse the stored bytes with today's code and answer what would "
+                       "change; act on nothing and record nothing."})
+
+
+class EventReplayRequestSchema(_ReplayOptionsSchema):
+    """The body of a replay of one event."""
+
+
+class ReplayRequestSchema(EventFiltersSchema, _ReplayOptionsSchema):
+    state = fields.String(validate=validate.OneOf(replay.STATES), metadata={
+        "description": "Only events in this processing state, e.g. failed or dead."})
+
+
+class ReplaySchema(Schema):
+    id = fields.Integer()
+    started_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True, metadata={
+        "description": "None while running, or if it was interrupted."})
+    reason = fields.String(allow_none=True)
+    origin = fields.String(metadata={"description": "cli or admin-api."})
+    subject = fields.String(metadata={"description": "The table replayed: events or rejections."})
+    selection = fields.Dict(metadata={"description": "The filters, state or ids it was given."})
+    target = fields.String(metadata={
+        "description": "queue (for `vod-receiver work`), handlers (run by the CLI), or the URL "
+                       "re-POSTed to."})
+    selected = fields.Integer(metadata={"description": "Rows selected."})
+    outcomes = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                           metadata={"description": "Rows per outcome."})
+
+
+class FieldChangeSchema(Schema):
+    stored = fields.Raw(allow_none=True)
+    today = fields.Raw(allow_none=True)
+
+
+class RefusalSchema(Schema):
+    reason = fields.String()
+    message = fields.String()
+
+
+class ChangeSchema(Schema):
+    id = fields.Integer()
+    label = fields.String(metadata={"description": "The stored event type."})
+    changed = fields.Dict(keys=fields.String(), values=fields.Nested(FieldChangeSchema),
+                          attribute="fields", data_key="fields", metadata={
+                              "description": "Stored and today's value of each parsed field "
+                                             "that differs."})
+    refusal = fields.Nested(RefusalSchema, allow_none=True,
+                            metadata={"description": "Why today's parser refuses the bytes."})
+
+
+class ReplayResultSchema(Schema):
+    count = fields.Integer(metadata={"description": "Events selected."})
+    dry_run = fields.Boolean()
+    replay = fields.Nested(ReplaySchema, allow_none=True,
+                           metadata={"description": "The replay's record; None on a dry run."})
+    changes = fields.List(fields.Nested(ChangeSchema), metadata={
+        "description": f"Dry run: the events that would parse differently today (at most "
+                       f"{MAX_CHANGES}; `count` says how many were selected)."})
 
 
 class ErrorDetailSchema(Schema):
@@ -232,6 +323,10 @@ def _utf8(body):
 
 
 event_query = EventQuerySchema()
+event_filters = EventFiltersSchema()
+event_replay_request = EventReplayRequestSchema()
+replay_request = ReplayRequestSchema()
+replay_result = ReplayResultSchema()
 rejection_query = RejectionQuerySchema()
 event_page = EventPageSchema()
 event = EventSchema()

@@ -256,6 +256,24 @@ SETTINGS = (
     # are summed over every worker process; unset, each app counts on its own.
     Setting("PROMETHEUS_MULTIPROC_DIR", folder, None, "/run/vod-receiver/metrics",
             "where prometheus_client sums the workers' metrics"),
+    # The application's handlers (receiver/handlers), imported by `vod-receiver work` at start.
+    Setting("RECEIVER_HANDLERS", text, "",
+            "NewFileUpload=myapp.hooks:video_uploaded,*=myapp.hooks:log_all",
+            "EventType=module:function (or a module to import), comma-separated; * for every type"),
+    Setting("RECEIVER_HANDLER_MAX_ATTEMPTS", whole_number(1, 1000), 5, "5",
+            "attempts before an event's failing handlers make it dead"),
+    Setting("RECEIVER_HANDLER_TIMEOUT", seconds(0, 86_400), 60.0, "60",
+            "seconds a handler may run before it is stopped and counted as failed"),
+    # Retry n waits between half and all of min(MAX, BACKOFF * 2^(n-1)) seconds.
+    Setting("RECEIVER_HANDLER_BACKOFF", seconds(0, 86_400), 10.0, "10",
+            "seconds before the first retry; doubled for each later one"),
+    Setting("RECEIVER_HANDLER_BACKOFF_MAX", seconds(0, 30 * 86_400), 3600.0, "3600",
+            "longest wait between two attempts (seconds)"),
+    # How often an idle worker looks for new events without a NOTIFY (always, on SQLite).
+    Setting("RECEIVER_HANDLER_POLL_INTERVAL", seconds(0, 3600), 1.0, "1",
+            "seconds between an idle worker's looks for new events"),
+    Setting("RECEIVER_WORKER_METRICS_BIND", bind_address, None, "127.0.0.1:9101",
+            "where `vod-receiver work` serves its own /metrics; unset: nowhere"),
     Setting("RECEIVER_BENCH_POSTGRES_URL", database_url, None,
             "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
             "benchmark only: a PostgreSQL server for make bench", secret=True, scope="bench"),

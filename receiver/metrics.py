@@ -10,9 +10,10 @@ import re
 
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy.exc import SQLAlchemyError
 
-from . import spool
+from . import db, spool
 from .events import DATA_KEYS, Refusal
 
 bp = Blueprint("metrics", __name__)
@@ -113,6 +114,62 @@ class SpoolDepth:
                                 value=state["quarantined"])
 
 
+class HandlerBacklog:
+    """The handlers' backlog, read from the database at scrape time.
+
+    The database, not a worker's memory, knows the backlog whatever the number of workers (or
+    none running), so the receiver's own /metrics shows it; a scrape costs two index lookups
+    while the workers keep up (handlers.worker.backlog).
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        """Backlog by state and the age of its oldest event; nothing while the database is down."""
+        from .handlers.worker import backlog
+
+        try:
+            with self.engine.connect() as connection:
+                counts, age = backlog(connection)
+        except SQLAlchemyError:
+            return  # /readyz says the database is down; the scrape still answers
+        family = GaugeMetricFamily("vod_handler_backlog", "Events the application's handlers "
+                                   "have still to settle, by state (pending includes events the "
+                                   "worker has not seen yet).", labels=["state"])
+        for state, count in sorted(counts.items()):
+            family.add_metric([state], count)
+        yield family
+        yield GaugeMetricFamily("vod_handler_oldest_pending_seconds", "Age of the oldest event "
+                                "in the backlog (0 when there is none).", value=age or 0.0)
+
+
+class WorkerAttempts:
+    """A worker's handler attempts by outcome, since it started (served by `vod-receiver work`)."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def collect(self):
+        """The worker's counts."""
+        family = CounterMetricFamily("vod_handler_attempts", "Handler attempts by outcome "
+                                     "(succeeded, failed, timeout, abandoned).", labels=["outcome"])
+        for outcome, count in self.worker.counts.items():
+            family.add_metric([outcome], count)
+        yield family
+
+
+def serve_worker_metrics(worker, bind):
+    """Serve a worker's attempts and the backlog at http://`bind`/metrics (host:port)."""
+    from prometheus_client import start_http_server
+
+    host, _, port = bind.rpartition(":")
+    registry = CollectorRegistry()
+    registry.register(WorkerAttempts(worker))
+    registry.register(HandlerBacklog(worker.engine))
+    return start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+
+
 def init_app(app):
     """Give `app` its metrics and the /metrics endpoint."""
     if app.config["PROMETHEUS_MULTIPROC_DIR"]:
@@ -125,6 +182,7 @@ def init_app(app):
         registry = None
     else:
         registry.register(SpoolDepth(app.config["RECEIVER_SPOOL_DIR"]))
+        registry.register(HandlerBacklog(db.engine(app)))
     app.extensions["receiver.metrics.registry"] = registry
     app.register_blueprint(bp)
 
@@ -144,4 +202,5 @@ def scrape():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(SpoolDepth(current_app.config["RECEIVER_SPOOL_DIR"]))
+        registry.register(HandlerBacklog(db.engine()))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

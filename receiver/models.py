@@ -1,8 +1,9 @@
-"""Typed SQLAlchemy models: stored events and recorded rejections."""
+"""Typed SQLAlchemy models: stored events, recorded rejections, and the handlers' work on events."""
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Text, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -125,5 +126,101 @@ class Rejection(DeliveryColumns, Base):
     )
 
 
+# The states an event's handling can be in (handler_states.state). BACKLOG: still to be settled.
+BACKLOG_STATES = ("pending", "failed", "running")
+HANDLER_STATES = ("processed", "failed", "dead", "pending", "running", "no_handler")
+
+
+class HandlerState(Base):
+    """Where the application's handlers are with one event: one row per event, kept by the worker.
+
+    The callback path never writes here: the worker finds new events by scanning `events` past
+    what it has seen (receiver/handlers/worker.py), so storing a callback costs nothing extra.
+    """
+
+    __tablename__ = "handler_states"
+
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    # pending (due at due_at), running (claimed by `worker` until due_at, its lease), failed
+    # (will retry at due_at), processed, dead (out of attempts) or no_handler.
+    state: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # rounds run (or abandoned)
+    # Handlers that have succeeded for this event: a retry runs only the others, so a handler
+    # that succeeded is never run again for the same event (unless replayed).
+    done: Mapped[list[str]] = mapped_column(JSON, default=list)
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    claimed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # Only the backlog is indexed: the claim and the backlog metrics read this small index,
+        # never the settled rows (all but a few, once the worker keeps up).
+        Index("ix_handler_states_backlog", "due_at", "event_id",
+              postgresql_where=text("state IN ('pending', 'failed', 'running')"),
+              sqlite_where=text("state IN ('pending', 'failed', 'running')")),
+    )
+
+
+class HandlerAttempt(Base):
+    """One run of one handler on one event: when, how it ended, and why it failed."""
+
+    __tablename__ = "handler_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id", ondelete="CASCADE"))
+    # module:qualname; None for an attempt abandoned by a worker that stopped answering (it is
+    # not known which of the event's handlers was running).
+    handler: Mapped[Optional[str]] = mapped_column(String(300))
+    attempt: Mapped[int] = mapped_column(Integer)  # the event's round (handler_states.attempts)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))  # succeeded, failed, timeout or abandoned
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    traceback: Mapped[Optional[str]] = mapped_column(Text)
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    reason: Mapped[Optional[str]] = mapped_column(String(64))  # why run outside the worker: replay…
+
+    __table_args__ = (Index(None, "event_id", "id"),)
+
+
 def utcnow():
     return datetime.now(timezone.utc)
+
+
+class Replay(Base):
+    """One replay: when, why, what it selected, where it sent it, and how that went."""
+
+    __tablename__ = "replays"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())  # None: interrupted
+    reason: Mapped[Optional[str]] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(32))  # cli or admin-api
+    subject: Mapped[str] = mapped_column(String(16))  # the table replayed: events or rejections
+    # The filters, state or ids it was asked for, as given (admin API parameter names).
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # handlers, queue, or the URL re-POSTed to (its token redacted).
+    target: Mapped[str] = mapped_column(Text)
+    selected: Mapped[int] = mapped_column(Integer)  # rows selected
+    outcomes: Mapped[dict[str, int]] = mapped_column(JSON)  # outcome -> rows, so far
+
+
+class ReplayItem(Base):
+    """One row a replay acted on, and what became of it."""
+
+    __tablename__ = "replay_items"
+
+    replay_id: Mapped[int] = mapped_column(BigId, ForeignKey("replays.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    # An id in the replay's subject table. No foreign key: a replay of rejections keeps its
+    # items here too.
+    row_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[Optional[str]] = mapped_column(Text)  # the error, or the HTTP answer
+
+    # Which replays touched this event (or rejection)?
+    __table_args__ = (Index(None, "row_id"),)

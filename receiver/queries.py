@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import and_, func, or_, select
 
-from .models import Event, Rejection
+from .models import Event, HandlerState, Rejection
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -43,6 +43,11 @@ class Page:
 def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Events matching `filters` (the admin API's query parameters), newest first."""
     filters = filters or {}
+    conditions = [*_event_terms(session, filters), *_window(Event, filters, cursor)]
+    return _page(session, EVENT_SUMMARY, Event, conditions, limit)
+
+
+def _event_terms(session, filters):
     keyed = not _KEYS.isdisjoint(filters)
     conditions = []
     for name in _EVENT_COLUMNS.intersection(filters):
@@ -55,17 +60,27 @@ def list_events(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page
         conditions.append(column == filters[name])
     if "source_context_prefix" in filters:
         conditions.append(_prefix(session, Event.source_context, filters["source_context_prefix"]))
-    conditions += _window(Event, filters, cursor)
-    return _page(session, EVENT_SUMMARY, Event, conditions, limit)
+    return conditions
 
 
 def list_rejections(session, filters=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
     """Rejections matching `filters` (reason, time range), newest first."""
     filters = filters or {}
-    conditions = _window(Rejection, filters, cursor)
-    if "reason" in filters:
-        conditions.append(Rejection.reason == filters["reason"])
+    conditions = [*_rejection_terms(filters), *_window(Rejection, filters, cursor)]
     return _page(session, REJECTION_SUMMARY, Rejection, conditions, limit)
+
+
+def _rejection_terms(filters):
+    return [Rejection.reason == filters["reason"]] if "reason" in filters else []
+
+
+def conditions(session, model, filters) -> list:
+    """The WHERE terms of a listing's filters on `model` (Event or Rejection), without paging.
+
+    For code that selects every matching row rather than a page: replay, export, reparse.
+    """
+    terms = _event_terms(session, filters) if model is Event else _rejection_terms(filters)
+    return [*terms, *_window(model, filters, None)]
 
 
 def get_event(session, event_id) -> Event | None:
@@ -111,7 +126,21 @@ def stats(session) -> dict:
         # Every delivery that reached the database is exactly one of these three.
         "ledger": {"deliveries": events + duplicates + rejections, "events": events,
                    "duplicates": duplicates, "rejections": rejections, "resolved": resolved},
+        "handling": handling(session, events),
     }
+
+
+def handling(session, events) -> dict:
+    """Where the handlers are with the `events` stored: each is exactly one of processed, failed
+    (will retry), dead, pending (running included) or no_handler."""
+    counts = dict(session.execute(
+        select(HandlerState.state, func.count()).group_by(HandlerState.state)).all())
+    # Events the worker has not seen yet have no state row: they are pending too.
+    untracked = events - sum(counts.values())
+    return {"processed": counts.get("processed", 0), "failed": counts.get("failed", 0),
+            "dead": counts.get("dead", 0),
+            "pending": counts.get("pending", 0) + counts.get("running", 0) + untracked,
+            "no_handler": counts.get("no_handler", 0), "running": counts.get("running", 0)}
 
 
 def encode_cursor(received_at: datetime, row_id: int) -> str:

@@ -197,13 +197,14 @@ def test_openapi_document_needs_no_token_and_describes_every_endpoint(client):
     document = response.json
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {f"{API}{p}" for p in (
-        "/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats")}
+        "/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats",
+        "/events/replay", "/events/{event_id}/replay")}
     names = {p["name"] for p in document["paths"][f"{API}/events"]["get"]["parameters"]}
     assert {"file_id", "source_context", "source_context_prefix", "procedure_task_id", "cursor",
             "limit", "received_after", "received_before", "format", "channel"} <= names
 
 
-def test_admin_api_is_read_only(client):
+def test_admin_api_writes_only_replays(client):
     response = client.post(f"{API}/events", headers=AUTH)
     assert response.status_code == 405
     assert response.json["error"]["code"] == "method_not_allowed"

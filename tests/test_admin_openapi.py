@@ -13,7 +13,9 @@ from receiver.events import Refusal
 from receiver.store import Delivery
 
 TOKEN = "schemathesis-token"
-OPERATIONS = ["/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats"]
+OPERATIONS = [("GET", "/events"), ("GET", "/events/{event_id}"), ("GET", "/rejections"),
+              ("GET", "/rejections/{rejection_id}"), ("GET", "/stats"),
+              ("POST", "/events/replay"), ("POST", "/events/{event_id}/replay")]
 
 
 @pytest.fixture
@@ -41,9 +43,9 @@ def api(app):
 # Schemathesis' own pytest integration (schema.parametrize / from_fixture) does not run on
 # pytest 9.2, so each operation's strategy is driven with plain hypothesis.
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode))
-@pytest.mark.parametrize("path", OPERATIONS)
-def test_admin_api_conforms_to_its_openapi_document(api, path, mode):
-    operation = api[admin.PREFIX + path]["GET"]
+@pytest.mark.parametrize("method, path", OPERATIONS)
+def test_admin_api_conforms_to_its_openapi_document(api, method, path, mode):
+    operation = api[admin.PREFIX + path][method]
 
     @given(case=operation.as_strategy(mode))
     @settings(max_examples=30, deadline=None, database=None,
@@ -58,5 +60,5 @@ def test_admin_api_conforms_to_its_openapi_document(api, path, mode):
 
 
 def test_every_documented_operation_is_driven(api):
-    assert sorted(op.ok().path for op in api.get_all_operations()) == sorted(
-        admin.PREFIX + path for path in OPERATIONS)
+    assert sorted((op.ok().method.upper(), op.ok().path) for op in api.get_all_operations()) == \
+        sorted((method, admin.PREFIX + path) for method, path in OPERATIONS)
