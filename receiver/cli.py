@@ -242,6 +242,165 @@ def _echo_json(data):
     click.echo(json.dumps(data, ensure_ascii=False))
 
 
+@click.command("upload")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--source-context", help="Your correlation key (at most 250 characters); "
+                                       "default: a generated one.")
+@click.option("--procedure", help="Task-flow template VOD runs after the upload.")
+@click.option("--storage-region", help="Storage region, e.g. ap-chongqing (VOD's default if unset).")
+@click.option("--sub-app-id", type=int, help="VOD application (default: VOD_SUB_APP_ID).")
+@click.option("--class-id", type=int, help="Category id (default 0, Other).")
+@click.option("--media-name", help="Media name (default: the file name without extension).")
+@click.option("--media-type", help="Media type, e.g. mp4 (default: the file's extension).")
+@click.option("--cover", type=click.Path(dir_okay=False, path_type=str), help="A cover image to upload with it.")
+@click.option("--session-context", help="Passed back in the task flow's callbacks.")
+@click.option("--expire-time", help="ISO 8601 time after which VOD deletes the media.")
+@_json_option
+@with_appcontext
+def upload(file, output, **options):
+    """Upload FILE to VOD, tagged with a SourceContext; run again to resume an interrupted one."""
+    from .vod.client import Client, InvalidEndpoint
+    from .vod.upload import Uploader, UploadError
+
+    try:
+        client = Client.from_env()
+    except InvalidEndpoint as exc:
+        raise click.ClickException(str(exc)) from None
+    uploader = Uploader(client, db.session_factory(), notice=lambda text: click.echo(text, err=True))
+    with _progress_bar(enabled=output != "json") as progress:
+        try:
+            result = uploader.upload(file, progress=progress, **options)
+        except UploadError as exc:
+            if output == "json":
+                _echo_json({"upload_id": exc.upload_id, "error": {
+                    "step": exc.step, "code": exc.code, "message": exc.message}})
+                sys.exit(1)
+            raise click.ClickException(str(exc)) from None
+    data = admin_schemas.upload.dump(admin_schemas.upload_data(result.record))
+    if output == "json":
+        return _echo_json(data)
+    click.echo(f"upload {result.upload_id} committed: FileId {result.file_id}")
+    click.echo(f"  MediaUrl       {result.media_url}")
+    click.echo(f"  SourceContext  {result.source_context}")
+    click.echo(f"  see it: vod-receiver uploads show {result.upload_id}")
+
+
+class _progress_bar:
+    """A tqdm bar (bytes, rate, time left) on a terminal; nothing when piped or with --json."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.done = 0
+
+    def __enter__(self):
+        return self.report if self.enabled else None
+
+    def report(self, done, total):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            # delay: an upload over in a moment never draws a bar.
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, delay=0.5,
+                            file=sys.stderr, leave=False)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.group("uploads")
+def uploads_group():
+    """Our own uploads to VOD: their state, and whether VOD's callback came."""
+
+
+@uploads_group.command("list")
+@click.option("--pending", is_flag=True, default=None,
+              help="Only uploads not failed whose callback has not been stored yet.")
+@click.option("--older-than", help="Only uploads started longer ago than this, e.g. 10m, 2h, 1d.")
+@click.option("--state", type=click.Choice(queries.UPLOAD_STATES), help="Stored state.")
+@click.option("--source-context", help="SourceContext (correlation key), exactly.")
+@click.option("--file-id", help="FileId VOD gave the upload.")
+@click.option("--limit", type=int, default=queries.DEFAULT_LIMIT, show_default=True,
+              help=f"Rows per page (at most {queries.MAX_LIMIT}).")
+@click.option("--cursor", help="Start after the page that printed this cursor.")
+@click.option("--all", "all_pages", is_flag=True, help="Follow the cursor to the last page.")
+@_json_option
+@_jsonl_option
+@with_appcontext
+def uploads_list(output, all_pages, **options):
+    """List uploads, newest first, with their status (notified once VOD's callback is stored)."""
+
+    def query(session, filters, limit, cursor):
+        page = queries.list_uploads(session, filters, limit, cursor)
+        return queries.Page([admin_schemas.upload_data(u, e) for u, e in page.items],
+                            page.next_cursor)
+
+    _list(query, admin_schemas.upload_query, admin_schemas.UploadSummarySchema, options, output,
+          all_pages, ("id", "started_at", "status", "file_name", "file_size", "file_id",
+                      "source_context", "event_id", "error_code"))
+
+
+@uploads_group.command("show")
+@click.argument("upload_id", type=int)
+@_json_option
+@with_appcontext
+def uploads_show(upload_id, output):
+    """Show one upload: its steps, VOD's answer or the error, and the event it caused."""
+    with db.session_factory()() as session:
+        found = queries.get_upload(session, upload_id)
+        if found is None:
+            raise click.ClickException("no upload with this id")
+        data = admin_schemas.upload.dump(admin_schemas.upload_data(found[0], event=found[1]))
+    if output == "json":
+        return _echo_json(data)
+    event = data.pop("event")
+    click.echo(_table(data.items(), tablefmt="plain"))
+    if event is not None:
+        click.echo("\nevent:\n" + _table(event.items(), tablefmt="plain"))
+
+
+@uploads_group.command("reconcile")
+@click.option("--older-than", default="10m", show_default=True,
+              help="Only uploads committed that long ago or longer, e.g. 10m, 2h.")
+@_json_option
+@with_appcontext
+def uploads_reconcile(older_than, output):
+    """Ask VOD about committed uploads with no callback: callback lost, or not in VOD?"""
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
+        TencentCloudSDKException)
+
+    from .vod.client import Client, InvalidEndpoint, MissingCredentials
+    from .vod.reconcile import reconcile, unnotified
+
+    try:
+        age = admin_schemas.upload_query.load({"older_than": older_than})[0]["older_than"]
+    except ValidationError as exc:
+        raise click.UsageError(f"--older-than: {' '.join(exc.messages['older_than'])}") from None
+    with db.session_factory()() as session:
+        uploads = unnotified(session, age)
+    try:
+        client = Client.from_env()
+        findings = reconcile(client, uploads) if uploads else []
+    except (InvalidEndpoint, MissingCredentials) as exc:
+        raise click.ClickException(str(exc)) from None
+    except TencentCloudSDKException as exc:
+        raise click.ClickException(f"DescribeMediaInfos failed: {exc.get_code()}: "
+                                   f"{exc.get_message()}") from None
+    if output == "json":
+        return _echo_json({"items": [{
+            "upload_id": f.upload.id, "file_id": f.upload.file_id,
+            "source_context": f.upload.source_context, "verdict": f.verdict,
+            "source_context_matches": f.source_context_matches} for f in findings]})
+    if not findings:
+        click.echo(f"every upload committed over {older_than} ago has its callback")
+    for finding in findings:
+        click.echo(f"upload {finding.upload.id} (FileId {finding.upload.file_id}, "
+                   f"SourceContext {finding.upload.source_context}): {finding.verdict}")
+
+
 @click.command("serve")
 @click.option("--bind", "-b", help="Address to listen on (default: RECEIVER_BIND or 127.0.0.1:8000).")
 @click.option("--workers", "-w", type=int, help="Worker processes (default: RECEIVER_WORKERS or from CPUs).")
@@ -268,7 +427,8 @@ def _safe_url():
 
 def init_app(app):
     """Add the receiver's commands to the app's CLI."""
-    for command in (db_group, spool_group, events_group, rejections_group, serve):
+    for command in (db_group, spool_group, events_group, rejections_group, upload,
+                    uploads_group, serve):
         app.cli.add_command(command)
 
 

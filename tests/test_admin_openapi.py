@@ -5,13 +5,14 @@ from datetime import timedelta
 import pytest
 import schemathesis
 from schemathesis.checks import positive_data_acceptance
-from factories import T0, deliver, upload
+from factories import T0, deliver, upload, upload_record
 from hypothesis import HealthCheck, given, settings
 
 from receiver import admin
 
 TOKEN = "schemathesis-token"
-OPERATIONS = ["/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats"]
+OPERATIONS = ["/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats",
+              "/uploads", "/uploads/{upload_id}"]
 
 
 @pytest.fixture
@@ -26,6 +27,9 @@ def api(app):
     upload(app, 1)
     deliver(app, b"\xff not json", received_at=T0 + timedelta(minutes=1))
     deliver(app, b'{"EventType": "NewFileUpload"}')
+    upload_record(app, 1)  # linked to the event of f1
+    upload_record(app, 2, state="failed")
+    upload_record(app, 3, state="stored", minutes=1)
     return schemathesis.openapi.from_wsgi(f"{admin.PREFIX}/openapi.json", app)
 
 
