@@ -196,7 +196,8 @@ def test_openapi_document_needs_no_token_and_describes_every_endpoint(client):
     document = response.json
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {f"{API}{p}" for p in (
-        "/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats")}
+        "/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats",
+        "/uploads", "/uploads/{upload_id}")}
     names = {p["name"] for p in document["paths"][f"{API}/events"]["get"]["parameters"]}
     assert {"file_id", "source_context", "source_context_prefix", "procedure_task_id", "cursor",
             "limit", "received_after", "received_before", "format", "channel"} <= names
