@@ -79,7 +79,7 @@ class Emulator:
         self._server.daemon_threads = True
         self._port = self._server.server_port
         self.pusher.start()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="vod-emulator", daemon=True)
         self._thread.start()
         return self

@@ -73,7 +73,8 @@ class Listener:
         self.status = 200
         self._changed = threading.Condition()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_port}/callbacks/vod"
 
