@@ -289,6 +289,11 @@ class Uploader:
         return UploadError(step, code, message, row.id)
 
     def _record_refusal(self, row, exc):
+        # What was refused may not fit its column: the message says what it was.
+        if row.source_context is not None and len(row.source_context) > SOURCE_CONTEXT_MAX:
+            row.source_context = None
+        if row.media_type is not None and len(row.media_type) > 64:
+            row.media_type = row.media_type[:64]
         _mark_failed(row, exc.step, exc.code, exc.message, row.started_at)
         with self.sessions() as session, session.begin():
             session.add(row)
