@@ -419,6 +419,78 @@ def serve(bind, workers, migrate):
     os.execv(sys.executable, [*args, "receiver:create_app()"])
 
 
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port for both API 3.0 and COS (0: any free port).")
+@click.option("--callback-url", help="Where to push events (VOD's NotificationUrl); none: not pushed.")
+@click.option("--sign-key", help="SignKey: pushes carry Sign and T made with it.")
+@click.option("--sign-location", type=click.Choice(["body", "query"]), default="body", show_default=True,
+              help="Where Sign and T go.")
+@click.option("--secret-id", default="AKIDemulator", show_default=True, help="The API SecretId to accept.")
+@click.option("--secret-key", default="emulator-secret", show_default=True, help="The API SecretKey to accept.")
+@click.option("--sub-app-id", type=int, help="The only SubAppId accepted (default: any).")
+@click.option("--storage-dir", type=click.Path(file_okay=False, path_type=str),
+              help="Keep uploaded bytes here (default: a temporary folder, deleted on exit).")
+@click.option("--temp-credential-seconds", type=int, default=1800, show_default=True,
+              help="Lifetime of the COS keys ApplyUpload hands out.")
+def emulator(callback_url, storage_dir, **options):
+    """Run a fake VOD (API 3.0, COS uploads, event pushes) on this machine until Ctrl-C."""
+    import signal
+    from urllib.parse import urlsplit
+
+    from .emulator import Emulator
+
+    if callback_url and (urlsplit(callback_url).scheme not in ("http", "https")
+                         or not urlsplit(callback_url).hostname):
+        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--callback-url")
+    if storage_dir:
+        os.makedirs(storage_dir, exist_ok=True)
+    emu = Emulator(callback_url=callback_url, storage_dir=storage_dir, **options)
+    try:
+        emu.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise click.ClickException(f"cannot listen on {options['host']}:{options['port']}: {reason}") from None
+    # SIGTERM (docker stop, kill) ends it like Ctrl-C, so the temporary folder is removed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(f"VOD emulator on {emu.cos_endpoint} (Ctrl-C stops it)\n"
+               f"  API 3.0  HttpProfile(protocol=\"http\", endpoint=\"{emu.api_endpoint}\"), "
+               f"SecretId {emu.secret_id}, SecretKey {emu.secret_key}\n"
+               f"  COS      CosConfig(Region=…, SecretId/SecretKey/Token from ApplyUpload, Scheme=\"http\", "
+               f"IP=\"{emu.cos_ip}\", Port={emu.cos_port})\n"
+               f"  pushes   {callback_url or 'none (no --callback-url)'}"
+               f"{' signed with the SignKey' if options['sign_key'] else ''}\n"
+               f"  storage  {emu.state.root}", err=False)
+    seen_media, seen_pushes = set(), 0
+    try:
+        while True:
+            with emu.state.changed:
+                emu.state.changed.wait(0.5)
+            for file_id, media in emu.state.media.items():
+                if file_id not in seen_media:
+                    seen_media.add(file_id)
+                    click.echo(f"committed FileId {file_id}: {media.size} bytes, "
+                               f"SourceContext {media.source_context!r}")
+            pushes = emu.state.pushes
+            for push in pushes[seen_pushes:]:
+                click.echo(f"push {push.event_type} #{push.event_id} attempt {push.attempt}: {push.outcome}"
+                           f"{f' HTTP {push.status}' if push.status else ''}"
+                           f"{f' ({push.error})' if push.error else ''}")
+            seen_pushes = len(pushes)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+
+
+main.add_command(emulator)  # on the group itself: it needs no app, database or receiver settings
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _safe_url():
     from sqlalchemy.engine import make_url
 

@@ -6,6 +6,7 @@ GET /media/<FileId>/… serves a committed media file (the MediaUrl CommitUpload
 """
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -68,16 +69,21 @@ class Emulator:
         """Listen (on a free port unless one was given) and serve from a background thread."""
         if self._server is not None:
             return self
+        # Bound here, not by werkzeug: on a busy port werkzeug prints and calls sys.exit(1),
+        # which a library must not do; this raises OSError for the caller instead.
+        listener = socket.create_server((self.host, self._port), backlog=128)
+        try:
+            self._server = make_server(self.host, self._port, self.wsgi_app, threaded=True,
+                                       request_handler=_QuietHandler, fd=listener.fileno())
+        finally:
+            listener.close()  # werkzeug serves a duplicate of the descriptor
         if self._storage_dir is None:
             self._own_dir = Path(tempfile.mkdtemp(prefix="vod-emulator-"))
-        root = self._storage_dir or self._own_dir
-        self.state = State(root)
+        self.state = State(self._storage_dir or self._own_dir)
         self.pusher = Pusher(self, self.state, self.push_policy)
         self.dispatcher = Dispatcher(self.state, self.pusher)
-        self._server = make_server(self.host, self._port, self.wsgi_app, threaded=True,
-                                   request_handler=_QuietHandler)
         self._server.daemon_threads = True
-        self._port = self._server.server_port
+        self._port = self._server.socket.getsockname()[1]
         self.pusher.start()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="vod-emulator", daemon=True)
