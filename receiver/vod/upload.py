@@ -198,8 +198,9 @@ class Uploader:
                                  f"{row.session_expires_at:%Y-%m-%d %H:%M:%S} UTC before the "
                                  "upload finished; started over", now)
                     self.notice(f"upload {row.id}: its VOD session expired; starting over")
-                    if new.source_context is None and not row.source_context_generated:
+                    if new.source_context is None:  # the upload keeps its correlation key
                         new.source_context = row.source_context
+                        new.source_context_generated = row.source_context_generated
                     continue
                 row.resumes += 1
                 row.updated_at = now
