@@ -246,3 +246,29 @@ def test_retry_safe_vod_errors_are_retried_with_backoff(app, emu, tmp_path, monk
     write_file(path, 1000)
     result = Uploader(client_for(emu), db.session_factory(app)).upload(path)
     assert len(calls) == 3 and result.file_id
+
+
+def test_cos_5xx_on_parts_is_retried_and_only_those_parts_go_again(app, emu, uploader, tmp_path,
+                                                                    monkeypatch):
+    # Part 4 gets 503 SlowDown three times (more than the SDK's own retry covers): the upload
+    # goes on with backoff, resuming the multipart upload rather than starting it again.
+    from receiver.emulator import cos
+
+    original, failures = cos.OPERATIONS["UploadPart"], []
+
+    def flaky(emulator, request, bucket, key):
+        if request.args.get("partNumber") == "4" and len(failures) < 3:
+            failures.append(request.args["partNumber"])
+            raise cos.CosError(503, "SlowDown", "Please reduce your request rate.")
+        return original(emulator, request, bucket, key)
+
+    monkeypatch.setitem(cos.OPERATIONS, "UploadPart", flaky)
+    path = tmp_path / "flaky.mp4"
+    sha256 = write_file(path, 8 * 1024 * 1024)
+    result = uploader.upload(path)
+    assert emu.state.media[result.file_id].sha256 == sha256
+    assert len(failures) == 3
+    # 8 parts, plus part 4's three refused tries; the other parts were not sent twice.
+    assert emu.state.requests["UploadPart"] == 8 + 3
+    assert emu.state.requests["InitiateMultipartUpload"] == 1
+    assert get_upload(app, result.upload_id)[0].state == "committed"
