@@ -395,7 +395,7 @@ def uploads_reconcile(older_than, output):
             "source_context": f.upload.source_context, "verdict": f.verdict,
             "source_context_matches": f.source_context_matches} for f in findings]})
     if not findings:
-        click.echo(f"every upload committed over {older_than} ago has its callback")
+        click.echo(f"no upload committed over {older_than} ago is waiting for its callback")
     for finding in findings:
         click.echo(f"upload {finding.upload.id} (FileId {finding.upload.file_id}, "
                    f"SourceContext {finding.upload.source_context}): {finding.verdict}")
