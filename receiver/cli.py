@@ -1,5 +1,6 @@
 """The `vod-receiver` command: a Flask CLI group with the receiver's commands."""
 import json
+import logging
 import os
 import sys
 
@@ -262,6 +263,7 @@ def upload(file, output, **options):
     from .vod.client import Client, InvalidEndpoint
     from .vod.upload import Uploader, UploadError
 
+    _quiet_sdks()
     try:
         client = Client.from_env()
     except InvalidEndpoint as exc:
@@ -283,6 +285,13 @@ def upload(file, output, **options):
     click.echo(f"  MediaUrl       {result.media_url}")
     click.echo(f"  SourceContext  {result.source_context}")
     click.echo(f"  see it: vod-receiver uploads show {result.upload_id}")
+
+
+def _quiet_sdks():
+    # The COS SDK logs every failed request at ERROR, with tracebacks, before raising; the
+    # command reports the failure itself, in one line, and records it in the upload's row.
+    for name in ("qcloud_cos", "tencentcloud"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class _progress_bar:
@@ -375,6 +384,7 @@ def uploads_reconcile(older_than, output):
     from .vod.client import Client, InvalidEndpoint, MissingCredentials
     from .vod.reconcile import reconcile, unnotified
 
+    _quiet_sdks()
     try:
         age = admin_schemas.upload_query.load({"older_than": older_than})[0]["older_than"]
     except ValidationError as exc:

@@ -100,3 +100,20 @@ def test_a_killed_upload_whose_session_expired_starts_over_and_says_so(
     assert second.source_context == first.source_context
     assert emu.state.requests["ApplyUpload"] == 2
     assert linked(app, second.id)[1].file_id == result["file_id"]
+
+
+def test_a_cos_failure_in_the_command_is_one_line_on_stderr(app, emu, database_url, tmp_path):
+    # Served by a real process: the SDKs' own error logging (with tracebacks) must not reach
+    # the terminal; the one line names the upload, the step and COS's code.
+    real = time.time
+    emu.clock = lambda: real() + (7200 if emu.state.requests["UploadPart"] >= 3 else 0)
+    path = tmp_path / "movie.mp4"
+    write_file(path, 6 * 1024 * 1024)
+    done = subprocess.run([sys.executable, "-m", "receiver.cli", "upload", str(path)], cwd=tmp_path,
+                          capture_output=True, env=cli_env(database_url, emu), timeout=120)
+    assert done.returncode == 1 and done.stdout == b""
+    [line] = done.stderr.decode().splitlines()
+    with db.session_factory(app)() as session:
+        [row] = session.scalars(select(Upload)).all()
+    assert line.startswith(f"Error: upload {row.id} failed at cos: ExpiredToken: COS answered 400")
+    assert (row.state, row.failed_step, row.error_code) == ("failed", "cos", "ExpiredToken")
