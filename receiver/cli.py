@@ -260,13 +260,13 @@ def _echo_json(data):
 @with_appcontext
 def upload(file, output, **options):
     """Upload FILE to VOD, tagged with a SourceContext; run again to resume an interrupted one."""
-    from .vod.client import Client, InvalidEndpoint
+    from .vod.client import Client, InvalidSetting
     from .vod.upload import Uploader, UploadError
 
     _quiet_sdks()
     try:
         client = Client.from_env()
-    except InvalidEndpoint as exc:
+    except InvalidSetting as exc:
         raise click.ClickException(str(exc)) from None
     uploader = Uploader(client, db.session_factory(), notice=lambda text: click.echo(text, err=True))
     with _progress_bar(enabled=output != "json") as progress:
@@ -381,7 +381,7 @@ def uploads_reconcile(older_than, output):
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
         TencentCloudSDKException)
 
-    from .vod.client import Client, InvalidEndpoint, MissingCredentials
+    from .vod.client import Client, InvalidSetting, MissingCredentials
     from .vod.reconcile import reconcile, unnotified
 
     _quiet_sdks()
@@ -394,7 +394,7 @@ def uploads_reconcile(older_than, output):
     try:
         client = Client.from_env()
         findings = reconcile(client, uploads) if uploads else []
-    except (InvalidEndpoint, MissingCredentials) as exc:
+    except (InvalidSetting, MissingCredentials) as exc:
         raise click.ClickException(str(exc)) from None
     except TencentCloudSDKException as exc:
         raise click.ClickException(f"DescribeMediaInfos failed: {exc.get_code()}: "
