@@ -242,7 +242,7 @@ def commit_upload(emulator, params):
     created = _iso(emulator.clock())
     media = Media(
         file_id=file_id, name=session.media_name, type=session.media_type, size=obj.size,
-        sha256=obj.sha256, md5=obj.md5, source_context=session.source_context,
+        digest=obj.digest, md5=obj.md5, source_context=session.source_context,
         session_context=session.session_context, procedure=session.procedure,
         procedure_task_id=f"{emulator.app_id}-procedurev2-{uuid.uuid4().hex}" if session.procedure else "",
         class_id=session.class_id, storage_region=session.region, bucket=session.bucket,
