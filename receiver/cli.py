@@ -471,7 +471,7 @@ def emulator(callback_url, storage_dir, **options):
                f"IP=\"{emu.cos_ip}\", Port={emu.cos_port})\n"
                f"  pushes   {callback_url or 'none (no --callback-url)'}"
                f"{' signed with the SignKey' if options['sign_key'] else ''}\n"
-               f"  storage  {emu.state.root}", err=False)
+               f"  storage  {emu.state.root}")
     seen_media, seen_pushes = set(), 0
     try:
         while True:

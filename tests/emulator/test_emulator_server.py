@@ -92,3 +92,25 @@ def test_unknown_media_and_unknown_paths_are_404(emu):
 def test_the_docs_example_runs():
     example = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S)[1]
     exec(compile(example, str(DOCS), "exec"), {})
+
+
+def test_an_emulator_bug_is_answered_as_internal_error_not_a_broken_connection(emu, vod, monkeypatch, caplog):
+    from qcloud_cos.cos_exception import CosServiceError
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    from receiver.emulator import api, cos
+
+    applied = apply_upload(vod)
+
+    def broken(*args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(api.ACTIONS, "ApplyUpload", broken)
+    monkeypatch.setitem(cos.OPERATIONS, "PutObject", broken)
+    with pytest.raises(TencentCloudSDKException) as caught:
+        apply_upload(vod)
+    assert caught.value.code == "InternalError"
+    with pytest.raises(CosServiceError) as caught:
+        cos_for(emu, applied).put_object(Bucket=applied.StorageBucket, Key=applied.MediaStoragePath, Body=b"x")
+    assert (caught.value.get_status_code(), caught.value.get_error_code()) == (500, "InternalError")
+    assert [r.exc_info[1].args for r in caplog.records if r.exc_info] == [("bug",), ("bug",)]
