@@ -71,6 +71,8 @@ def _operation(request, key):
     if not key:
         return "ListMultipartUploads" if method == "GET" and "uploads" in args else f"{method} Bucket"
     if method == "PUT":
+        if "x-cos-copy-source" in request.headers:  # a copy reads another object: not an upload key's
+            return "UploadPartCopy" if "uploadId" in args else "PutObjectCopy"
         return "UploadPart" if "uploadId" in args else "PutObject"
     if method == "POST":
         if "uploads" in args:
