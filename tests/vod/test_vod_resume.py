@@ -1,6 +1,5 @@
 """Resume: `vod-receiver upload` killed mid-multipart (SIGKILL), then run again."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from sqlalchemy import func, select
 
 from receiver import db
 from receiver.models import Event, Upload
-from vod_upload_fixtures import (Throttle, cli_env, emu, get_upload, linked, make_emu,  # noqa: F401
+from vod_upload_fixtures import (Throttle, cli_env, emu, linked, make_emu,  # noqa: F401
                                  receiver_url, wait_until, write_file)
 
 PARTS = 24

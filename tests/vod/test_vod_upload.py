@@ -3,15 +3,13 @@
 Every test runs on SQLite and on PostgreSQL (the `app` fixture): the upload is recorded in the
 receiver's database and linked, by query, to the NewFileUpload event the receiver stored.
 """
-import hashlib
 import json
 import os
 import socket
-import stat
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from receiver import db
 from receiver.models import Event, Upload
@@ -37,7 +35,7 @@ def test_a_small_file_goes_in_one_put_and_is_linked_to_its_callback(app, emu, up
     assert upload.started_at <= upload.stored_at <= upload.committed_at
 
 
-def test_a_large_file_goes_in_concurrent_parts_with_memory_bounded(app, emu, uploader, tmp_path):
+def test_a_large_file_goes_in_concurrent_parts(app, emu, uploader, tmp_path):
     path = tmp_path / "large.mp4"
     sha256 = write_file(path, 24 * 1024 * 1024 + 12345)
     seen = []
@@ -84,7 +82,9 @@ def test_the_link_holds_by_source_context_before_the_file_id_is_known(app, tmp_p
 
     row = upload_record(app, 1, state="stored", source_context="ctx-early", minutes=-1)
     other = upload_record(app, 2, state="stored", source_context="ctx-reused", minutes=5)
-    deliver(app, new_file_upload("5285890784273533167", source_context="ctx-early"), T0)
+    # Pulled, not pushed: the channel does not matter.
+    deliver(app, new_file_upload("5285890784273533167", source_context="ctx-early"), T0,
+            channel="pull")
     deliver(app, new_file_upload("5285890784273533168", source_context="ctx-reused"), T0)
     assert get_upload(app, row.id)[1].file_id == "5285890784273533167"
     # The same key's earlier event (received before this upload started) is not its callback.
@@ -272,3 +272,23 @@ def test_cos_5xx_on_parts_is_retried_and_only_those_parts_go_again(app, emu, upl
     assert emu.state.requests["UploadPart"] == 8 + 3
     assert emu.state.requests["InitiateMultipartUpload"] == 1
     assert get_upload(app, result.upload_id)[0].state == "committed"
+
+
+def test_a_cover_goes_with_the_media_and_comes_back_as_cover_url(app, emu, uploader, tmp_path):
+    video, cover = tmp_path / "talk.mp4", tmp_path / "talk.jpg"
+    write_file(video, 2000)
+    write_file(cover, 300, seed=b"cover")
+    result = uploader.upload(video, cover=cover)
+    media = emu.state.media[result.file_id]
+    assert result.cover_url and result.cover_url == media.cover_url and media.cover_key
+    assert emu.state.read_object(media.bucket, media.cover_key) == cover.read_bytes()
+    assert get_upload(app, result.upload_id)[0].cover_url == result.cover_url
+
+
+def test_a_cover_of_a_type_vod_does_not_take_is_refused(app, emu, uploader, tmp_path):
+    video, cover = tmp_path / "talk.mp4", tmp_path / "talk.txt"
+    write_file(video, 2000)
+    write_file(cover, 10)
+    with pytest.raises(UploadRefused) as info:
+        uploader.upload(video, cover=cover)
+    assert info.value.code == "CoverTypeUnsupported" and sent(emu) == 0

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from factories import T0, upload as stored_event, upload_record
+from factories import upload as stored_event, upload_record
 from receiver import admin
 from vod_upload_fixtures import (SECRET_ID, SECRET_KEY, emu, linked, make_emu,  # noqa: F401
                                  receiver_url, sent, write_file)
