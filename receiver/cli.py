@@ -8,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from tabulate import tabulate
 
 from . import admin_schemas, db, queries, spool
@@ -268,7 +269,8 @@ def upload(file, output, **options):
         client = Client.from_env()
     except InvalidSetting as exc:
         raise click.ClickException(str(exc)) from None
-    uploader = Uploader(client, db.session_factory(), notice=lambda text: click.echo(text, err=True))
+    uploader = Uploader.from_url(client, current_app.config["RECEIVER_DATABASE_URL"],
+                                 notice=lambda text: click.echo(text, err=True))
     with _progress_bar(enabled=output != "json") as progress:
         try:
             result = uploader.upload(file, progress=progress, **options)
@@ -278,6 +280,13 @@ def upload(file, output, **options):
                     "step": exc.step, "code": exc.code, "message": exc.message}})
                 sys.exit(1)
             raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:
+            # The upload cannot be recorded, so it is not attempted (or not finished): say so
+            # in a line; a re-run resumes from whatever the row says.
+            cause = getattr(exc, "orig", None) or exc
+            raise click.ClickException(f"database error: {cause}".splitlines()[0]) from None
+        finally:
+            uploader.close()
     data = admin_schemas.upload.dump(admin_schemas.upload_data(result.record))
     if output == "json":
         return _echo_json(data)

@@ -180,3 +180,13 @@ def test_uploads_show_prints_the_steps_and_the_event(app, runner):
     assert "notified" in result.output and "\nevent:\n" in result.output
     assert runner.invoke(args=["uploads", "show", str(row.id + 1)]).output.strip() == \
         "Error: no upload with this id"
+
+
+def test_upload_into_an_unmigrated_database_is_one_line(app, runner, vod_env, tmp_path):
+    app.config["RECEIVER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    path = tmp_path / "clip.mp4"
+    write_file(path, 1000)
+    result = runner.invoke(args=["upload", str(path)])
+    assert result.exit_code == 1
+    assert result.output == "Error: database error: no such table: uploads\n"
+    assert sent(vod_env) == 0
