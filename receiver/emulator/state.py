@@ -13,7 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # copying and hashing files on disk
+# Request bodies are read in smaller pieces: with several parts arriving at once, each thread's
+# buffer counts, and tests run the emulator in the same process as the client they measure.
+BODY_CHUNK = 256 * 1024
 
 
 @dataclass
@@ -303,7 +306,7 @@ class State:
         md5, sha256, size = hashlib.md5(), hashlib.sha256() if sha256 else None, 0
         with open(path, "wb") as out:
             while length is None or size < length:
-                chunk = stream.read(CHUNK if length is None else min(CHUNK, length - size))
+                chunk = stream.read(BODY_CHUNK if length is None else min(BODY_CHUNK, length - size))
                 if not chunk:
                     break
                 out.write(chunk)
