@@ -225,6 +225,8 @@ def complete_multipart_upload(emulator, request, bucket, key):
     numbers = [n for n, _ in listed]
     if numbers != sorted(set(numbers)):
         raise CosError(400, "InvalidPartOrder", "The list of parts was not in ascending order.")
+    # Checked and ended under one lock: a part re-sent meanwhile can neither slip in unchecked
+    # nor delete a file the assembly below is about to read.
     with emulator.state.lock:
         parts = []
         for number, etag in listed:
@@ -232,12 +234,12 @@ def complete_multipart_upload(emulator, request, bucket, key):
             if part is None or etag.strip('"') != part.md5:
                 raise CosError(400, "InvalidPart", f"Part {number} was not uploaded or its ETag does not match.")
             parts.append(part)
-    for part in parts[:-1]:
-        if part.size < MIN_PART:
-            raise CosError(400, "EntityTooSmall", f"Part {part.number} is {part.size} bytes; every part but "
-                           f"the last must be at least {MIN_PART}.")
-    if emulator.state.finish_upload(upload.upload_id) is None:
-        raise CosError(404, "NoSuchUpload", "The specified upload does not exist.")
+        for part in parts[:-1]:
+            if part.size < MIN_PART:
+                raise CosError(400, "EntityTooSmall", f"Part {part.number} is {part.size} bytes; every part "
+                               f"but the last must be at least {MIN_PART}.")
+        if emulator.state.finish_upload(upload.upload_id) is None:
+            raise CosError(404, "NoSuchUpload", "The specified upload does not exist.")
     stored = emulator.state.assemble(parts)
     etag = '"%s-%d"' % (hashlib.md5(b"".join(bytes.fromhex(p.md5) for p in parts)).hexdigest(), len(parts))
     emulator.state.put_object(bucket, key, stored, upload.content_type, emulator.clock(), etag=etag,
