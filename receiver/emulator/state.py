@@ -74,9 +74,13 @@ class Digest:
         with self._lock:
             if self._value is None:
                 sha256 = hashlib.sha256()
-                with open(self._path, "rb") as source:
-                    while chunk := source.read(CHUNK):
-                        sha256.update(chunk)
+                try:
+                    with open(self._path, "rb") as source:
+                        while chunk := source.read(CHUNK):
+                            sha256.update(chunk)
+                except FileNotFoundError:
+                    raise RuntimeError(f"the bytes behind this SHA-256 are gone ({self._path}): read it before "
+                                       "the emulator stops, or give it a storage_dir") from None
                 self._value = sha256.hexdigest()
             return self._value
 
