@@ -292,3 +292,28 @@ def test_a_cover_of_a_type_vod_does_not_take_is_refused(app, emu, uploader, tmp_
     with pytest.raises(UploadRefused) as info:
         uploader.upload(video, cover=cover)
     assert info.value.code == "CoverTypeUnsupported" and sent(emu) == 0
+
+
+def test_an_unreachable_vod_is_retried_then_fails_at_apply(app, emu, tmp_path, monkeypatch):
+    from tencentcloud.vod.v20180717 import vod_client
+
+    from vod_upload_fixtures import FAST_RETRY
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    sends, original = [], vod_client.VodClient.ApplyUpload
+
+    def counted(self, request):
+        sends.append(request)
+        return original(self, request)
+
+    monkeypatch.setattr(vod_client.VodClient, "ApplyUpload", counted)
+    path = tmp_path / "a.mp4"
+    write_file(path, 1000)
+    uploader = Uploader(client_for(emu, api_endpoint=f"127.0.0.1:{port}"), db.session_factory(app))
+    with pytest.raises(UploadError) as info:
+        uploader.upload(path)
+    assert (info.value.step, info.value.code) == ("apply", "ClientNetworkError")
+    assert len(sends) == FAST_RETRY.attempts == 3
+    assert _failed(app, info.value.upload_id).error_code == "ClientNetworkError"
