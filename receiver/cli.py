@@ -280,6 +280,11 @@ def upload(file, output, **options):
                     "step": exc.step, "code": exc.code, "message": exc.message}})
                 sys.exit(1)
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            # Like a kill, which a re-run resumes from. A normal exit would first wait for the
+            # COS SDK's part threads (not daemons) to send every part still queued.
+            click.echo("\ninterrupted: run the same command again to resume", err=True)
+            os._exit(130)
         except SQLAlchemyError as exc:
             # The upload cannot be recorded, so it is not attempted (or not finished): say so
             # in a line; a re-run resumes from whatever the row says.

@@ -24,8 +24,8 @@ def _parts_stored(emu):
     return sum(len(upload.parts) for upload in emu.state.uploads.values())
 
 
-def _kill_midway(emu, database_url, path, tmp_path):
-    """Start `vod-receiver upload` through a slow COS link and SIGKILL it once parts are in."""
+def _kill_midway(emu, database_url, path, tmp_path, signum=signal.SIGKILL):
+    """Start `vod-receiver upload` through a slow COS link and kill it once parts are in."""
     # About 1.5 MB/s per connection: the 24 parts take several seconds, so the kill lands
     # with some parts stored and some not.
     throttle = Throttle(("127.0.0.1", emu.port), rate=1.5 * 1024 * 1024).start()
@@ -37,10 +37,11 @@ def _kill_midway(emu, database_url, path, tmp_path):
         wait_until(lambda: _parts_stored(emu) >= 6 or process.poll() is not None, 60,
                    "six parts at the emulator")
     finally:
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(signum)
         process.wait(10)
     throttle.cut()
-    assert process.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    expected = -signal.SIGKILL if signum == signal.SIGKILL else 130
+    assert process.returncode == expected, (tmp_path / "first.log").read_text()
     # A part whose bytes had all arrived may still be being written: wait until none moves.
     last = -1
     while (now := _parts_stored(emu)) != last:
@@ -116,3 +117,19 @@ def test_a_cos_failure_in_the_command_is_one_line_on_stderr(app, emu, database_u
         [row] = session.scalars(select(Upload)).all()
     assert line.startswith(f"Error: upload {row.id} failed at cos: ExpiredToken: COS answered 400")
     assert (row.state, row.failed_step, row.error_code) == ("failed", "cos", "ExpiredToken")
+
+
+def test_ctrl_c_stops_at_once_and_the_re_run_resumes(app, emu, database_url, tmp_path):
+    # SIGINT is Ctrl-C: the command must not wait for the SDK's threads to send every part.
+    path = tmp_path / "movie.mp4"
+    write_file(path, SIZE)
+    stored_before = _kill_midway(emu, database_url, path, tmp_path, signal.SIGINT)
+    assert "interrupted: run the same command again to resume" in (
+        tmp_path / "first.log").read_text()
+    assert stored_before < PARTS
+    sent_before = emu.state.requests["UploadPart"]
+    again = subprocess.run(_upload_command(path), cwd=tmp_path, capture_output=True,
+                           env=cli_env(database_url, emu), timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert emu.state.requests["UploadPart"] - sent_before == PARTS - stored_before
+    assert emu.state.requests["ApplyUpload"] == 1
