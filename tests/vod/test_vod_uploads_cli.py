@@ -168,6 +168,10 @@ def test_older_than_selects_by_start_time(app, runner):
     listed = json.loads(runner.invoke(args=["uploads", "list", "--older-than", "10m",
                                             "--json"]).stdout)["items"]
     assert [u["id"] for u in listed] == [old.id]
+    # Longer ago than the calendar goes: nothing, not an overflow.
+    assert json.loads(runner.invoke(args=["uploads", "list", "--older-than", "999999999d",
+                                          "--json"]).stdout)["items"] == []
+    assert runner.invoke(args=["uploads", "reconcile", "--older-than", "999999999d"]).exit_code == 0
     bad = runner.invoke(args=["uploads", "list", "--older-than", "ten minutes"])
     assert bad.exit_code == 2 and "--older-than" in bad.output
 
