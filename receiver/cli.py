@@ -311,6 +311,9 @@ def _quiet_sdks():
 class _progress_bar:
     """A tqdm bar (bytes, rate, time left) on a terminal; nothing when piped or with --json."""
 
+    # An upload over in a moment never draws a bar.
+    DELAY = 0.5
+
     def __init__(self, enabled):
         self.enabled = enabled and sys.stderr.isatty()
         self.bar = None
@@ -323,9 +326,8 @@ class _progress_bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            # delay: an upload over in a moment never draws a bar.
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, delay=0.5,
-                            file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                            delay=self.DELAY, file=sys.stderr, leave=False)
         self.bar.update(done - self.done)
         self.done = done
 

@@ -1,5 +1,8 @@
 """`vod-receiver upload` and `vod-receiver uploads list|show|reconcile`, and the admin API's uploads."""
+import io
 import json
+import re
+import sys
 
 import pytest
 
@@ -194,3 +197,27 @@ def test_upload_into_an_unmigrated_database_is_one_line(app, runner, vod_env, tm
     assert result.exit_code == 1
     assert result.output == "Error: database error: no such table: uploads\n"
     assert sent(vod_env) == 0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_progress_bar_shows_bytes_rate_and_time_left_on_a_terminal(monkeypatch):
+    from receiver.cli import _progress_bar
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(_progress_bar, "DELAY", 0)
+    with _progress_bar(enabled=True) as report:
+        for done in range(1, 11):
+            report(done * 1024 * 1024, 10 * 1024 * 1024)
+        drawn = terminal.getvalue()
+    # bytes done/total, [elapsed<time left, rate]
+    assert re.search(r"[0-9.]+M?/10\.0M \[\d\d:\d\d<(\?|\d\d:\d\d), *(\?|[0-9.]+M?)B/s\]", drawn)
+    with _progress_bar(enabled=False) as report:
+        assert report is None  # --json
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # piped
+    with _progress_bar(enabled=True) as report:
+        assert report is None
