@@ -79,6 +79,23 @@ def show_stats():
     return schemas.stats.dump(data)
 
 
+@bp.get("/uploads")
+def list_uploads():
+    """List our own uploads to VOD, newest first, each with its status and linked event id."""
+    filters, limit, cursor = _query(schemas.upload_query)
+    page = queries.list_uploads(get_session(), filters, limit, cursor)
+    return schemas.upload_page.dump({"items": [schemas.upload_data(u, e) for u, e in page.items],
+                                     "next_cursor": page.next_cursor})
+
+
+@bp.get("/uploads/<int:upload_id>")
+def show_upload(upload_id):
+    """One upload: every step's time, VOD's answer or the error, and the event it caused."""
+    found = queries.get_upload(get_session(), upload_id) or _not_found("upload")
+    upload, event = found
+    return schemas.upload.dump(schemas.upload_data(upload, event=event))
+
+
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3 document of this API (needs no token: it describes shapes, holds no data)."""
@@ -214,4 +231,6 @@ def openapi_spec():
     path("/rejections/{rejection_id}", show_rejection, schemas.RejectionSchema,
          id_name="rejection_id")
     path("/stats", show_stats, schemas.StatsSchema)
+    path("/uploads", list_uploads, schemas.UploadPageSchema, query=schemas.UploadQuerySchema)
+    path("/uploads/{upload_id}", show_upload, schemas.UploadSchema, id_name="upload_id")
     return spec.to_dict()

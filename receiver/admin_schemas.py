@@ -1,7 +1,8 @@
 """Marshmallow schemas of the admin API: query parameters in, JSON out; the OpenAPI document is
 generated from them, and the CLI validates its options and prints its --json with them too."""
 import base64
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -315,6 +316,103 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema)
 
 
+class _Duration(fields.String):
+    """A length of time: a number and a unit, s m h or d (e.g. 10m); a bare number is seconds."""
+
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, metadata=None, **kwargs):
+        # The pattern goes into the OpenAPI document; the check itself is in _deserialize
+        # (a validator would run on the timedelta it returns).
+        super().__init__(metadata={"pattern": r"^[0-9]{1,9}[smhd]?$", **(metadata or {})},
+                         **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(r"[0-9]{1,9}[smhd]?", text):
+            raise ValidationError("Give a number and a unit, e.g. 10m.")
+        unit = text[-1] if text[-1] in self._UNITS else "s"
+        return timedelta(seconds=int(text.rstrip("smhd")) * self._UNITS[unit])
+
+
+class UploadQuerySchema(Schema):
+    state = fields.String(validate=validate.OneOf(queries.UPLOAD_STATES),
+                          metadata={"description": "Stored state (a notified upload is committed)."})
+    pending = fields.Boolean(metadata={
+        "description": "Only uploads not failed whose callback has not been stored yet."})
+    older_than = _Duration(metadata={"description": "Only uploads started longer ago than "
+                                                    "this, e.g. 10m, 2h, 1d."})
+    file_id = _text(64, metadata={"description": "FileId VOD gave the upload."})
+    source_context = _text(250, metadata={"description": "SourceContext (correlation key), exactly."})
+    limit = fields.Integer(load_default=queries.DEFAULT_LIMIT,
+                           validate=validate.Range(min=1, max=queries.MAX_LIMIT),
+                           metadata={"description": "Rows per page."})
+    cursor = _text(2000, metadata={"description": "`next_cursor` of the previous page."})
+
+    _cursor_is_ours = _PageQuerySchema._cursor_is_ours
+    _split = _PageQuerySchema._split
+
+
+class UploadSummarySchema(Schema):
+    id = fields.Integer()
+    status = fields.String(metadata={"enum": list(queries.UPLOAD_STATUSES), "description":
+                                     "state, or notified once VOD's callback is stored."})
+    state = fields.String(metadata={"enum": list(queries.UPLOAD_STATES)})
+    started_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    file_name = fields.String()
+    file_size = fields.Integer(allow_none=True)
+    file_sha256 = fields.String(allow_none=True)
+    source_context = fields.String(allow_none=True)
+    file_id = fields.String(allow_none=True)
+    media_url = fields.String(allow_none=True)
+    procedure = fields.String(allow_none=True)
+    storage_region = fields.String(allow_none=True)
+    sub_app_id = fields.Integer(allow_none=True)
+    resumes = fields.Integer(metadata={"description": "Times an interrupted run was resumed."})
+    failed_step = fields.String(allow_none=True)
+    error_code = fields.String(allow_none=True)
+    error_message = fields.String(allow_none=True)
+    event_id = fields.Integer(allow_none=True, metadata={
+        "description": "The stored NewFileUpload event of this upload, once it came."})
+
+
+class UploadSchema(UploadSummarySchema):
+    file_path = fields.String()
+    file_mtime_ns = fields.Integer(allow_none=True)
+    source_context_generated = fields.Boolean()
+    stored_at = fields.DateTime(allow_none=True)
+    committed_at = fields.DateTime(allow_none=True)
+    failed_at = fields.DateTime(allow_none=True)
+    media_type = fields.String(allow_none=True)
+    media_name = fields.String(allow_none=True)
+    class_id = fields.Integer(allow_none=True)
+    session_context = fields.String(allow_none=True)
+    expire_time = fields.String(allow_none=True)
+    cover_path = fields.String(allow_none=True)
+    cover_url = fields.String(allow_none=True)
+    api_region = fields.String(allow_none=True)
+    cos_region = fields.String(allow_none=True)
+    storage_bucket = fields.String(allow_none=True)
+    media_storage_path = fields.String(allow_none=True)
+    session_expires_at = fields.DateTime(allow_none=True)
+    event = fields.Nested(EventSummarySchema, allow_none=True)
+
+
+class UploadPageSchema(Schema):
+    items = fields.List(fields.Nested(UploadSummarySchema))
+    next_cursor = fields.String(allow_none=True, metadata={"description": "None on the last page."})
+
+
+def upload_data(upload, event_id=None, event=None):
+    """The upload's columns (never its session key or temporary credentials) and its status."""
+    data = {name: getattr(upload, name) for name in _UPLOAD_SHOWN
+            if hasattr(upload, name) and name not in ("status", "event", "event_id")}
+    event_id = event.id if event is not None else event_id
+    data.update(event_id=event_id, event=event, status=queries.upload_status(upload, event_id))
+    return data
+
+
 def _utf8(body):
     try:
         return body.decode("utf-8")
@@ -333,3 +431,8 @@ event = EventSchema()
 rejection_page = RejectionPageSchema()
 rejection = RejectionSchema()
 stats = StatsSchema()
+upload_query = UploadQuerySchema()
+upload_page = UploadPageSchema()
+upload = UploadSchema()
+# The columns an upload shows: the schema's fields, so credentials (not among them) never are.
+_UPLOAD_SHOWN = tuple(upload.fields)

@@ -1,5 +1,6 @@
 """The `vod-receiver` command: the receiver's commands, each building the app when it needs it."""
 import json
+import logging
 import os
 import sys
 
@@ -7,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import ScriptInfo, with_appcontext
 from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from tabulate import tabulate
 
 from . import admin_schemas, auth, config, db, events, export, handlers, queries, reparse, spool
@@ -512,6 +514,189 @@ def _echo_json(data):
     click.echo(json.dumps(data, ensure_ascii=False))
 
 
+@click.command("upload")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--source-context", help="Your correlation key (at most 250 characters); "
+                                       "default: a generated one.")
+@click.option("--procedure", help="Task-flow template VOD runs after the upload.")
+@click.option("--storage-region", help="Storage region, e.g. ap-chongqing (VOD's default if unset).")
+@click.option("--sub-app-id", type=int, help="VOD application (default: VOD_SUB_APP_ID).")
+@click.option("--class-id", type=int, help="Category id (default 0, Other).")
+@click.option("--media-name", help="Media name (default: the file name without extension).")
+@click.option("--media-type", help="Media type, e.g. mp4 (default: the file's extension).")
+@click.option("--cover", type=click.Path(dir_okay=False, path_type=str), help="A cover image to upload with it.")
+@click.option("--session-context", help="Passed back in the task flow's callbacks.")
+@click.option("--expire-time", help="ISO 8601 time after which VOD deletes the media.")
+@_json_option
+@with_appcontext
+def upload(file, output, **options):
+    """Upload FILE to VOD, tagged with a SourceContext; run again to resume an interrupted one."""
+    from .vod.client import Client, InvalidSetting
+    from .vod.upload import Uploader, UploadError
+
+    _quiet_sdks()
+    try:
+        client = Client.from_env()
+    except InvalidSetting as exc:
+        raise click.ClickException(str(exc)) from None
+    uploader = Uploader.from_url(client, current_app.config["RECEIVER_DATABASE_URL"],
+                                 notice=lambda text: click.echo(text, err=True))
+    with _progress_bar(enabled=output != "json") as progress:
+        try:
+            result = uploader.upload(file, progress=progress, **options)
+        except UploadError as exc:
+            if output == "json":
+                _echo_json({"upload_id": exc.upload_id, "error": {
+                    "step": exc.step, "code": exc.code, "message": exc.message}})
+                sys.exit(1)
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            # Like a kill, which a re-run resumes from. A normal exit would first wait for the
+            # COS SDK's part threads (not daemons) to send every part still queued.
+            click.echo("\ninterrupted: run the same command again to resume", err=True)
+            os._exit(130)
+        except SQLAlchemyError as exc:
+            # The upload cannot be recorded, so it is not attempted (or not finished): say so
+            # in a line; a re-run resumes from whatever the row says.
+            cause = getattr(exc, "orig", None) or exc
+            raise click.ClickException(f"database error: {cause}".splitlines()[0]) from None
+        finally:
+            uploader.close()
+    data = admin_schemas.upload.dump(admin_schemas.upload_data(result.record))
+    if output == "json":
+        return _echo_json(data)
+    click.echo(f"upload {result.upload_id} committed: FileId {result.file_id}")
+    click.echo(f"  MediaUrl       {result.media_url}")
+    click.echo(f"  SourceContext  {result.source_context}")
+    click.echo(f"  see it: vod-receiver uploads show {result.upload_id}")
+
+
+def _quiet_sdks():
+    # The COS SDK logs every failed request at ERROR, with tracebacks, before raising; the
+    # command reports the failure itself, in one line, and records it in the upload's row.
+    for name in ("qcloud_cos", "tencentcloud"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class _progress_bar:
+    """A tqdm bar (bytes, rate, time left) on a terminal; nothing when piped or with --json."""
+
+    # An upload over in a moment never draws a bar.
+    DELAY = 0.5
+
+    def __init__(self, enabled):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.done = 0
+
+    def __enter__(self):
+        return self.report if self.enabled else None
+
+    def report(self, done, total):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                            delay=self.DELAY, file=sys.stderr, leave=False)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.group("uploads")
+def uploads_group():
+    """Our own uploads to VOD: their state, and whether VOD's callback came."""
+
+
+@uploads_group.command("list")
+@click.option("--pending", is_flag=True, default=None,
+              help="Only uploads not failed whose callback has not been stored yet.")
+@click.option("--older-than", help="Only uploads started longer ago than this, e.g. 10m, 2h, 1d.")
+@click.option("--state", type=click.Choice(queries.UPLOAD_STATES), help="Stored state.")
+@click.option("--source-context", help="SourceContext (correlation key), exactly.")
+@click.option("--file-id", help="FileId VOD gave the upload.")
+@click.option("--limit", type=int, default=queries.DEFAULT_LIMIT, show_default=True,
+              help=f"Rows per page (at most {queries.MAX_LIMIT}).")
+@click.option("--cursor", help="Start after the page that printed this cursor.")
+@click.option("--all", "all_pages", is_flag=True, help="Follow the cursor to the last page.")
+@_json_option
+@_jsonl_option
+@with_appcontext
+def uploads_list(output, all_pages, **options):
+    """List uploads, newest first, with their status (notified once VOD's callback is stored)."""
+
+    def query(session, filters, limit, cursor):
+        page = queries.list_uploads(session, filters, limit, cursor)
+        return queries.Page([admin_schemas.upload_data(u, e) for u, e in page.items],
+                            page.next_cursor)
+
+    _list(query, admin_schemas.upload_query, admin_schemas.UploadSummarySchema, options, output,
+          all_pages, ("id", "started_at", "status", "file_name", "file_size", "file_id",
+                      "source_context", "event_id", "error_code"))
+
+
+@uploads_group.command("show")
+@click.argument("upload_id", type=int)
+@_json_option
+@with_appcontext
+def uploads_show(upload_id, output):
+    """Show one upload: its steps, VOD's answer or the error, and the event it caused."""
+    with db.session_factory()() as session:
+        found = queries.get_upload(session, upload_id)
+        if found is None:
+            raise click.ClickException("no upload with this id")
+        data = admin_schemas.upload.dump(admin_schemas.upload_data(found[0], event=found[1]))
+    if output == "json":
+        return _echo_json(data)
+    event = data.pop("event")
+    click.echo(_table(data.items(), tablefmt="plain"))
+    if event is not None:
+        click.echo("\nevent:\n" + _table(event.items(), tablefmt="plain"))
+
+
+@uploads_group.command("reconcile")
+@click.option("--older-than", default="10m", show_default=True,
+              help="Only uploads committed that long ago or longer, e.g. 10m, 2h.")
+@_json_option
+@with_appcontext
+def uploads_reconcile(older_than, output):
+    """Ask VOD about committed uploads with no callback: callback lost, or not in VOD?"""
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
+        TencentCloudSDKException)
+
+    from .vod.client import Client, InvalidSetting, MissingCredentials
+    from .vod.reconcile import reconcile, unnotified
+
+    _quiet_sdks()
+    try:
+        age = admin_schemas.upload_query.load({"older_than": older_than})[0]["older_than"]
+    except ValidationError as exc:
+        raise click.UsageError(f"--older-than: {' '.join(exc.messages['older_than'])}") from None
+    with db.session_factory()() as session:
+        uploads = unnotified(session, age)
+    try:
+        client = Client.from_env()
+        findings = reconcile(client, uploads) if uploads else []
+    except (InvalidSetting, MissingCredentials) as exc:
+        raise click.ClickException(str(exc)) from None
+    except TencentCloudSDKException as exc:
+        raise click.ClickException(f"DescribeMediaInfos failed: {exc.get_code()}: "
+                                   f"{exc.get_message()}") from None
+    if output == "json":
+        return _echo_json({"items": [{
+            "upload_id": f.upload.id, "file_id": f.upload.file_id,
+            "source_context": f.upload.source_context, "verdict": f.verdict,
+            "source_context_matches": f.source_context_matches} for f in findings]})
+    if not findings:
+        click.echo(f"no upload committed over {older_than} ago is waiting for its callback")
+    for finding in findings:
+        click.echo(f"upload {finding.upload.id} (FileId {finding.upload.file_id}, "
+                   f"SourceContext {finding.upload.source_context}): {finding.verdict}")
+
+
 @click.command("serve")
 @click.option("--bind", "-b", help="Address to listen on (default: RECEIVER_BIND or 127.0.0.1:8000).")
 @click.option("--workers", "-w", help="Worker processes (default: RECEIVER_WORKERS or from CPUs).")
@@ -610,6 +795,78 @@ def work(once):
         f"{count} {outcome}" for outcome, count in runner.counts.items()), err=True)
 
 
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port for both API 3.0 and COS (0: any free port).")
+@click.option("--callback-url", help="Where to push events (VOD's NotificationUrl); none: not pushed.")
+@click.option("--sign-key", help="SignKey: pushes carry Sign and T made with it.")
+@click.option("--sign-location", type=click.Choice(["body", "query"]), default="body", show_default=True,
+              help="Where Sign and T go.")
+@click.option("--secret-id", default="AKIDemulator", show_default=True, help="The API SecretId to accept.")
+@click.option("--secret-key", default="emulator-secret", show_default=True, help="The API SecretKey to accept.")
+@click.option("--sub-app-id", type=int, help="The only SubAppId accepted (default: any).")
+@click.option("--storage-dir", type=click.Path(file_okay=False, path_type=str),
+              help="Keep uploaded bytes here (default: a temporary folder, deleted on exit).")
+@click.option("--temp-credential-seconds", type=int, default=1800, show_default=True,
+              help="Lifetime of the COS keys ApplyUpload hands out.")
+def emulator(callback_url, storage_dir, **options):
+    """Run a fake VOD (API 3.0, COS uploads, event pushes) on this machine until Ctrl-C."""
+    import signal
+    from urllib.parse import urlsplit
+
+    from .emulator import Emulator
+
+    if callback_url and (urlsplit(callback_url).scheme not in ("http", "https")
+                         or not urlsplit(callback_url).hostname):
+        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--callback-url")
+    if storage_dir:
+        os.makedirs(storage_dir, exist_ok=True)
+    emu = Emulator(callback_url=callback_url, storage_dir=storage_dir, **options)
+    try:
+        emu.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise click.ClickException(f"cannot listen on {options['host']}:{options['port']}: {reason}") from None
+    # SIGTERM (docker stop, kill) ends it like Ctrl-C, so the temporary folder is removed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(f"VOD emulator on {emu.cos_endpoint} (Ctrl-C stops it)\n"
+               f"  API 3.0  HttpProfile(protocol=\"http\", endpoint=\"{emu.api_endpoint}\"), "
+               f"SecretId {emu.secret_id}, SecretKey {emu.secret_key}\n"
+               f"  COS      CosConfig(Region=…, SecretId/SecretKey/Token from ApplyUpload, Scheme=\"http\", "
+               f"IP=\"{emu.cos_ip}\", Port={emu.cos_port})\n"
+               f"  pushes   {callback_url or 'none (no --callback-url)'}"
+               f"{' signed with the SignKey' if options['sign_key'] else ''}\n"
+               f"  storage  {emu.state.root}")
+    seen_media, seen_pushes = set(), 0
+    try:
+        while True:
+            with emu.state.changed:
+                emu.state.changed.wait(0.5)
+            for file_id, media in emu.state.media.items():
+                if file_id not in seen_media:
+                    seen_media.add(file_id)
+                    click.echo(f"committed FileId {file_id}: {media.size} bytes, "
+                               f"SourceContext {media.source_context!r}")
+            pushes = emu.state.pushes
+            for push in pushes[seen_pushes:]:
+                click.echo(f"push {push.event_type} #{push.event_id} attempt {push.attempt}: {push.outcome}"
+                           f"{f' HTTP {push.status}' if push.status else ''}"
+                           f"{f' ({push.error})' if push.error else ''}")
+            seen_pushes = len(pushes)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+
+
+main.add_command(emulator)  # on the group itself: it needs no app, database or receiver settings
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _redact_url(url):
     from sqlalchemy.engine import make_url
 
@@ -620,7 +877,8 @@ def _safe_url():
     return _redact_url(current_app.config["RECEIVER_DATABASE_URL"])
 
 
-_COMMANDS = (db_group, spool_group, events_group, rejections_group, replay_command, serve, work)
+_COMMANDS = (db_group, spool_group, events_group, rejections_group, replay_command, upload,
+             uploads_group, serve, work)
 for _command in _COMMANDS:
     main.add_command(_command)
 

@@ -23,7 +23,7 @@ from . import auth
 DEFAULT_SIGN_CLOCK_SKEW = 300
 
 # Variables with these prefixes are ours: one that is not in the table is a mistake worth a word.
-PREFIXES = ("RECEIVER_", "VOD_")
+PREFIXES = ("RECEIVER_", "VOD_", "TENCENTCLOUD_")
 
 _GENERATE = "$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 
@@ -274,6 +274,24 @@ SETTINGS = (
             "seconds between an idle worker's looks for new events"),
     Setting("RECEIVER_WORKER_METRICS_BIND", bind_address, None, "127.0.0.1:9101",
             "where `vod-receiver work` serves its own /metrics; unset: nowhere"),
+    # Talking to Tencent (receiver/vod): read by `upload`, `uploads reconcile` and the like, not
+    # by the receiver. The key is a secret with no default; endpoints point at an emulator.
+    Setting("TENCENTCLOUD_SECRET_ID", text, None, "AKIDemulator", "the VOD API key's SecretId",
+            secret=True, scope="vod"),
+    Setting("TENCENTCLOUD_SECRET_KEY", text, None, "emulator-secret", "the VOD API key's SecretKey",
+            secret=True, scope="vod"),
+    Setting("TENCENTCLOUD_SESSION_TOKEN", text, None, "token", "a temporary API key's token",
+            secret=True, scope="vod"),
+    Setting("VOD_API_ENDPOINT", text, None, "127.0.0.1:8765", "VOD API host to use instead of Tencent's",
+            scope="vod"),
+    Setting("VOD_COS_ENDPOINT", text, None, "http://127.0.0.1:8765", "COS URL to use instead of Tencent's",
+            scope="vod"),
+    Setting("VOD_REGION", text, "ap-guangzhou", "ap-guangzhou", "the VOD API's region", scope="vod"),
+    Setting("VOD_SUB_APP_ID", whole_number(1, 2**63 - 1), None, "1500000000", "the VOD application",
+            scope="vod"),
+    Setting("VOD_UPLOAD_PART_SIZE_MB", whole_number(1, 5120), 5, "8",
+            "one PUT up to this size, else parts of it (MB)", scope="vod"),
+    Setting("VOD_UPLOAD_THREADS", whole_number(1, 64), 4, "4", "upload parts sent at once", scope="vod"),
     Setting("RECEIVER_BENCH_POSTGRES_URL", database_url, None,
             "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
             "benchmark only: a PostgreSQL server for make bench", secret=True, scope="bench"),

@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy models: stored events, recorded rejections, and the handlers' work on events."""
+"""Typed SQLAlchemy models: stored events, recorded rejections, the handlers' work on events, and our own uploads to VOD."""
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -184,6 +184,73 @@ class HandlerAttempt(Base):
     reason: Mapped[Optional[str]] = mapped_column(String(64))  # why run outside the worker: replay…
 
     __table_args__ = (Index(None, "event_id", "id"),)
+
+
+
+
+class Upload(Base):
+    """One upload to VOD through ApplyUpload -> COS -> CommitUpload, recorded from its start.
+
+    state is started, stored (in COS), committed or failed. Whether VOD's callback came is not
+    stored here: it is the event linked by query (queries.upload_event_id), so the callback path
+    writes nothing extra and the link holds whichever of the two arrives first.
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stored_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    committed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    failed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    # The file, as found when the upload started; a re-run finds its row by these.
+    file_path: Mapped[str] = mapped_column(Text)
+    file_name: Mapped[str] = mapped_column(Text)
+    file_size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[Optional[int]] = mapped_column(BigInteger)
+    file_sha256: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    # What was asked of VOD.
+    source_context: Mapped[Optional[str]] = mapped_column(String(250), index=True)
+    source_context_generated: Mapped[bool] = mapped_column(default=False)
+    media_type: Mapped[Optional[str]] = mapped_column(String(64))
+    media_name: Mapped[Optional[str]] = mapped_column(Text)
+    procedure: Mapped[Optional[str]] = mapped_column(Text)
+    storage_region: Mapped[Optional[str]] = mapped_column(String(64))
+    sub_app_id: Mapped[Optional[int]] = mapped_column(BigInteger)
+    class_id: Mapped[Optional[int]] = mapped_column(BigInteger)
+    session_context: Mapped[Optional[str]] = mapped_column(Text)
+    expire_time: Mapped[Optional[str]] = mapped_column(String(64))
+    cover_path: Mapped[Optional[str]] = mapped_column(Text)
+    api_region: Mapped[Optional[str]] = mapped_column(String(64))
+    part_size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    resumes: Mapped[int] = mapped_column(Integer, default=0)
+    # ApplyUpload's session. The VodSessionKey and temporary COS credentials are kept only
+    # while the upload is in progress (a re-run resumes with them) and wiped once it is
+    # committed or failed; session_expires_at is their TempCertificate.ExpiredTime.
+    vod_session_key: Mapped[Optional[str]] = mapped_column(Text)
+    temp_secret_id: Mapped[Optional[str]] = mapped_column(Text)
+    temp_secret_key: Mapped[Optional[str]] = mapped_column(Text)
+    temp_token: Mapped[Optional[str]] = mapped_column(Text)
+    session_expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    storage_bucket: Mapped[Optional[str]] = mapped_column(String(256))
+    cos_region: Mapped[Optional[str]] = mapped_column(String(64))
+    media_storage_path: Mapped[Optional[str]] = mapped_column(Text)
+    cover_storage_path: Mapped[Optional[str]] = mapped_column(Text)
+    # CommitUpload's answer.
+    file_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    media_url: Mapped[Optional[str]] = mapped_column(Text)
+    cover_url: Mapped[Optional[str]] = mapped_column(Text)
+    # Why it failed: the step (check, apply, cos, commit, resume), VOD's or COS's code, message.
+    failed_step: Mapped[Optional[str]] = mapped_column(String(16))
+    error_code: Mapped[Optional[str]] = mapped_column(String(128))
+    error_message: Mapped[Optional[str]] = mapped_column(Text)
+
+    __table_args__ = (
+        Index(None, "started_at", "id"),
+        Index(None, "state", "started_at"),
+    )
 
 
 def utcnow():

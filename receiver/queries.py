@@ -1,4 +1,4 @@
-"""Queries over stored events and rejections, shared by the admin API and the CLI.
+"""Queries over stored events, rejections and uploads, shared by the admin API and the CLI.
 
 Listings are newest first and paged by keyset on (received_at, id): a cursor names the last row
 of a page and the next page starts strictly after it, so a deep page costs what the first one
@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import and_, func, or_, select
 
-from .models import Event, HandlerState, Rejection
+from .models import Event, HandlerState, Rejection, Upload
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -239,3 +239,81 @@ def _add(totals, key, counts):
     for name, value in counts.items():
         if isinstance(value, int):
             totals[key][name] += value
+
+
+# Uploads (receiver.vod.upload). Whether an upload's callback came is not stored with it: it is
+# the NewFileUpload event with its FileId, or, before CommitUpload's answer is recorded (VOD may
+# call back first), with its SourceContext and received after the upload started. Whichever
+# channel brought the event (push, pull, replay) it is in `events`, and both columns are indexed.
+UPLOAD_STATES = ("started", "stored", "committed", "failed")
+UPLOAD_STATUSES = ("started", "stored", "committed", "notified", "failed")
+
+
+def upload_event_id(upload=None):
+    """The id of the first event VOD sent about `upload` (a correlated subquery without it)."""
+    row = Upload if upload is None else upload
+    by_file_id = Event.file_id == row.file_id
+    by_context = and_(Event.source_context == row.source_context,
+                      Event.received_at >= row.started_at)
+    if upload is None:
+        match = or_(and_(Upload.file_id.is_not(None), by_file_id),
+                    and_(Upload.file_id.is_(None), by_context))
+    else:
+        match = by_file_id if upload.file_id is not None else by_context
+    query = select(func.min(Event.id)).where(Event.event_type == "NewFileUpload", match)
+    return query.scalar_subquery() if upload is None else query
+
+
+def list_uploads(session, filters=None, limit=DEFAULT_LIMIT, cursor=None, now=None) -> Page:
+    """Uploads matching `filters` (state, pending, older_than, ...), newest first.
+
+    Each item is (Upload, event id or None).
+    """
+    filters = filters or {}
+    event_id = upload_event_id().label("event_id")
+    conditions = []
+    for name in ("state", "file_id", "source_context", "file_sha256"):
+        if name in filters:
+            conditions.append(getattr(Upload, name) == filters[name])
+    if filters.get("pending"):
+        # Not failed and not heard of yet: still running, or committed and waiting for VOD.
+        conditions += [Upload.state != "failed", event_id.is_(None)]
+    if "older_than" in filters:
+        conditions.append(Upload.started_at < started_before(filters["older_than"], now))
+    if cursor is not None:
+        started_at, row_id = decode_cursor(cursor)
+        conditions += [Upload.started_at <= started_at,
+                       or_(Upload.started_at < started_at, Upload.id < row_id)]
+    rows = session.execute(
+        select(Upload, event_id).where(and_(True, *conditions))
+        .order_by(Upload.started_at.desc(), Upload.id.desc()).limit(limit + 1)).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][0].started_at, rows[-1][0].id)
+    return Page([tuple(row) for row in rows], next_cursor)
+
+
+def started_before(age, now=None):
+    """The instant `age` before `now`; the earliest one there is if that is before year 1."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        return now - age
+    except OverflowError:  # older_than=740000d: nothing started that long ago
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def get_upload(session, upload_id):
+    """(Upload, its linked Event or None) for `upload_id`, or None."""
+    upload = session.get(Upload, upload_id) if 0 < upload_id <= MAX_ID else None
+    if upload is None:
+        return None
+    event_id = session.scalar(upload_event_id(upload))
+    return upload, (session.get(Event, event_id) if event_id is not None else None)
+
+
+def upload_status(upload, event_id):
+    """started, stored, committed, notified (VOD's callback is stored) or failed."""
+    if event_id is not None and upload.state != "failed":
+        return "notified"
+    return upload.state

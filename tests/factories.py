@@ -58,3 +58,25 @@ def upload(app, n, minutes=None, **fields):
     fields.setdefault("source_context", f"order-{n}")
     received_at = T0 + timedelta(minutes=n if minutes is None else minutes)
     return deliver(app, new_file_upload(f"f{n}", **fields), received_at)
+
+
+def upload_record(app, n, state="committed", file_id=None, minutes=None, **fields):
+    """Store an `uploads` row for file n (FileId f<n> once committed), started n minutes after T0."""
+    from receiver.models import Upload
+
+    started_at = T0 + timedelta(minutes=n if minutes is None else minutes)
+    values = dict(state=state, started_at=started_at, updated_at=started_at,
+                  file_path=f"/videos/{n}.mp4", file_name=f"{n}.mp4", file_size=1000 + n,
+                  file_sha256=f"{n:064x}", source_context=f"order-{n}", media_type="mp4",
+                  source_context_generated=False, resumes=0)
+    if state == "committed":
+        values.update(file_id=file_id or f"f{n}", committed_at=started_at,
+                      media_url=f"http://vod.example/{n}.mp4")
+    if state == "failed":
+        values.update(failed_step="apply", error_code="AuthFailure.SignatureFailure",
+                      error_message="bad signature", failed_at=started_at)
+    values.update(fields)
+    with db.session_factory(app)() as session, session.begin():
+        row = Upload(**values)
+        session.add(row)
+    return row

@@ -198,7 +198,7 @@ def test_openapi_document_needs_no_token_and_describes_every_endpoint(client):
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {f"{API}{p}" for p in (
         "/events", "/events/{event_id}", "/rejections", "/rejections/{rejection_id}", "/stats",
-        "/events/replay", "/events/{event_id}/replay")}
+        "/events/replay", "/events/{event_id}/replay", "/uploads", "/uploads/{upload_id}")}
     names = {p["name"] for p in document["paths"][f"{API}/events"]["get"]["parameters"]}
     assert {"file_id", "source_context", "source_context_prefix", "procedure_task_id", "cursor",
             "limit", "received_after", "received_before", "format", "channel"} <= names

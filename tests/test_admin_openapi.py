@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 import schemathesis
 from schemathesis.checks import positive_data_acceptance
-from factories import T0, deliver, upload
+from factories import T0, deliver, upload, upload_record
 from hypothesis import HealthCheck, given, settings
 
 from receiver import admin, db, reparse, store
@@ -15,7 +15,8 @@ from receiver.store import Delivery
 TOKEN = "schemathesis-token"
 OPERATIONS = [("GET", "/events"), ("GET", "/events/{event_id}"), ("GET", "/rejections"),
               ("GET", "/rejections/{rejection_id}"), ("GET", "/stats"),
-              ("POST", "/events/replay"), ("POST", "/events/{event_id}/replay")]
+              ("POST", "/events/replay"), ("POST", "/events/{event_id}/replay"),
+              ("GET", "/uploads"), ("GET", "/uploads/{upload_id}")]
 
 
 @pytest.fixture
@@ -37,6 +38,9 @@ def api(app):
                                                     b'"EditMediaCompleteEvent": {"TaskId": "r"}}'),
                      Refusal("invalid_event", "refused by an older parser", 422))
     assert reparse.reparse(app, dry_run=False).new == 1
+    upload_record(app, 1)  # linked to the event of f1
+    upload_record(app, 2, state="failed")
+    upload_record(app, 3, state="stored", minutes=1)
     return schemathesis.openapi.from_wsgi(f"{admin.PREFIX}/openapi.json", app)
 
 

@@ -50,7 +50,7 @@ class Event:
     height: Optional[int]
     body: bytes = field(repr=False)  # exactly as received
     attempt: int = 1  # which round of this event's handlers this is (1 on the first run)
-    # The upload this event completes, from the uploads table (being built): None until then.
+    # The upload (receiver.models.Upload) a NewFileUpload completes, found by FileId or SourceContext.
     upload: Any = None
 
     @cached_property

@@ -46,14 +46,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import (JSON, and_, bindparam, case, exists, func, insert, literal, select as select_, text,
+from sqlalchemy import (JSON, and_, bindparam, case, exists, func, insert, literal, or_, select as select_, text,
                         update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db as _db
-from ..models import Event as EventRow, HandlerAttempt, HandlerState, utcnow
+from ..models import Event as EventRow, HandlerAttempt, HandlerState, Upload, utcnow
 from .registry import Event, Handler, Registry
 
 log = logging.getLogger(__name__)
@@ -480,13 +480,19 @@ class Worker:
         self._flush(connection, unsaved + returned, [])
         return results
 
+    def _upload_of(self, row):
+        if row.event_type != "NewFileUpload":
+            return None  # only an upload's own callback completes it: no query for the rest
+        with _db.session_factory(self.app)() as session:
+            return linked_upload(session, row)
+
     def _round(self, claim, reason):
         row = claim.row
         handlers = self.registry.handlers_for(row.event_type) if row is not None else []
         if not handlers:
             return _Result(claim, "no_handler", claim.attempts, claim.done)
         number = claim.attempts + 1
-        event = to_event(row, number)
+        event = to_event(row, number, self._upload_of(row))
         done, failed, records = list(claim.done), None, []
         for handler in handlers:
             if handler.name in done:
@@ -733,7 +739,7 @@ _EVENT_FIELDS = ("id", "event_type", "format", "received_at", "channel", "delive
                  "media_created_at", "size", "duration", "width", "height", "body")
 
 
-def to_event(row, attempt=1) -> Event:
+def to_event(row, attempt=1, upload=None) -> Event:
     """The Event a handler receives, from a row of `events`."""
     event = Event(
         id=row.id, event_type=row.event_type, format=row.format, received_at=row.received_at,
@@ -745,16 +751,22 @@ def to_event(row, attempt=1) -> Event:
         media_type=row.media_type, storage_region=row.storage_region, class_id=row.class_id,
         media_created_at=row.media_created_at, size=row.size, duration=row.duration,
         width=row.width, height=row.height, body=bytes(row.body), attempt=attempt,
-        upload=linked_upload(row))
+        upload=upload)
     return event
 
 
-def linked_upload(row):
-    """The upload (uploads table) this event completes; None until that table exists.
+def linked_upload(session, row):
+    """The upload (uploads table) a NewFileUpload event completes, or None.
 
-    The one place the lookup goes: by FileId for NewFileUpload, by SourceContext otherwise.
+    By FileId once CommitUpload's answer recorded it, else by the SourceContext the upload was
+    tagged with (the callback can arrive before CommitUpload returns) — the same link as
+    queries.upload_event_id, seen from the event's side.
     """
-    return None
+    match = Upload.file_id == row.file_id
+    if row.source_context:
+        match = or_(match, and_(Upload.file_id.is_(None), Upload.source_context == row.source_context,
+                                Upload.started_at <= row.received_at))
+    return session.scalars(select_(Upload).where(match).order_by(Upload.id.desc()).limit(1)).first()
 
 
 def process_event(app, event_id: int, registry: Registry | None = None, *, reason: str | None = None,

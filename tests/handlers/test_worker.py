@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from factories import deliver, new_file_upload, upload
+from factories import deliver, new_file_upload, upload, upload_record
 from receiver import db
 from receiver.handlers import Registry
 from receiver.handlers.worker import Worker, backoff, process_event, reset, run_handler
@@ -160,6 +160,20 @@ def test_handler_receives_the_parsed_event_not_the_request(fast_app):
     assert event.body == new_file_upload("5285890784273533167", source_context="order-7",
                                          procedure_task_id="p-1")
     assert event.media_url.startswith("http") and event.upload is None
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["by FileId", "by SourceContext"])
+def test_handler_of_an_uploads_callback_receives_its_upload(fast_app, committed):
+    # Before CommitUpload's answer the upload has no FileId yet: the callback finds it by the
+    # SourceContext it was tagged with.
+    upload_record(fast_app, 1, state="committed" if committed else "stored", minutes=0)
+    upload_record(fast_app, 2, minutes=0)  # another upload, not this event's
+    registry, calls = Registry(), []
+    registry.add("NewFileUpload", calls.append)
+    event_id = upload(fast_app, 1).id  # f1, order-1, received a minute after the upload started
+    work_until(Worker(fast_app, registry), fast_app, event_id)
+    [event] = calls
+    assert (event.upload.file_name, event.upload.source_context) == ("1.mp4", "order-1")
 
 
 def test_reset_makes_a_processed_event_pending_with_every_handler_to_run(fast_app):

@@ -1,0 +1,13 @@
+"""A fake Tencent Cloud VOD on loopback that speaks the real protocol (API 3.0, COS, pushes).
+
+    from receiver.emulator import Emulator
+    with Emulator() as emu:
+        HttpProfile(protocol="http", endpoint=emu.api_endpoint)
+        CosConfig(..., Scheme="http", IP=emu.cos_ip, Port=emu.cos_port)
+
+See docs/emulator.md. It imports receiver's pure helpers (auth.sign); receiver never imports it.
+"""
+from .push import PushPolicy
+from .server import Emulator
+
+__all__ = ["Emulator", "PushPolicy"]

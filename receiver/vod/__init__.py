@@ -1,0 +1,1 @@
+"""Talking to Tencent Cloud VOD (no Flask): SDK clients with injectable endpoints, and uploads."""
