@@ -44,3 +44,13 @@ bench-queries: install
 .PHONY: bench-work
 bench-work: install
 	$(BIN)/python -m bench.work $(BENCH_ARGS)
+
+# Upload throughput and memory against Tencent's vod-python-sdk (docs/upload.md). The peer lives
+# in its own virtualenv: it pulls in the whole tencentcloud-sdk-python, which the project avoids.
+.PHONY: bench-upload
+bench-upload: install $(VENV)-peer/bin/python
+	$(BIN)/python -m bench.upload --peer-python $(VENV)-peer/bin/python $(BENCH_ARGS)
+
+$(VENV)-peer/bin/python:
+	$(PYTHON) -m venv $(VENV)-peer
+	$(VENV)-peer/bin/pip install --quiet vod-python-sdk
