@@ -3,6 +3,7 @@ import pytest
 from qcloud_cos.cos_exception import CosClientError, CosServiceError
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
+from receiver.config import ConfigError
 from receiver.vod.client import (Client, InvalidSetting, MissingCredentials, TempCredentials,
                                  cos_retryable, vod_retryable)
 
@@ -94,5 +95,5 @@ def test_which_cos_errors_are_retried(error, retried):
 @pytest.mark.parametrize("name, value", [("VOD_UPLOAD_PART_SIZE_MB", "0"), ("VOD_UPLOAD_THREADS", "0"),
                                          ("VOD_UPLOAD_THREADS", "four"), ("VOD_SUB_APP_ID", "x")])
 def test_bad_numbers_are_refused_naming_the_setting(name, value):
-    with pytest.raises(InvalidSetting, match=name):
+    with pytest.raises(ConfigError, match=f"^{name}={value}: must be a whole number"):
         Client.from_env({**ENV, name: value})
