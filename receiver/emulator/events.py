@@ -1,12 +1,11 @@
 """The events the emulator's VOD produces, and the one place that decides where each goes.
 
 Building a body is pure (media record -> the v3 dict, vod-spec §2). `Dispatcher.publish` is the
-only way out: today every event is pushed (Mode PUSH); the reliable-callback mode (PULL:
-PullEvents/ConfirmEvents) plugs in here by queueing instead of pushing.
+only way out: with Mode PUSH an event is pushed, with Mode PULL it waits in the reliable-callback
+queue for PullEvents (queue.py); an event whose switch is OFF goes nowhere.
 """
+from .queue import PULL, PUSH, EventConfig, EventQueue  # noqa: F401 (PUSH: this module's name for it)
 from .state import Media
-
-PUSH = "PUSH"
 
 
 def basic_info(media: Media) -> dict:
@@ -39,18 +38,41 @@ def new_file_upload(media: Media) -> dict:
 
 
 class Dispatcher:
-    """Routes each event VOD produces: recorded in the state, then pushed (or, later, queued)."""
+    """Routes each event VOD produces: recorded in the state, then pushed or queued as the config says."""
 
-    def __init__(self, state, pusher):
+    def __init__(self, state, pusher, queue: EventQueue | None = None, config: EventConfig | None = None):
         self.state = state
         self.pusher = pusher
-        self.mode = PUSH
+        self.queue = queue if queue is not None else EventQueue()
+        self.config = config if config is not None else EventConfig()
 
-    def publish(self, event: dict, committing: bool = False) -> int:
-        """Record and deliver one event; `committing` when an API call is still answering."""
+    @property
+    def mode(self) -> str:
+        """PUSH or PULL (ModifyEventConfig's Mode)."""
+        return self.config.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self.config.mode = value
+
+    def publish(self, event: dict, committing: bool = False) -> int | None:
+        """Record and deliver one event; `committing` when an API call is still answering.
+
+        Returns the event's id, or None when its switch is OFF (VOD does not produce it).
+        """
+        if not self.config.lets_out(event):
+            return None
         event_id = self.state.add_event(event)
-        # A later PULL mode goes here: `if self.mode == PULL: queue it for PullEvents; return`.
-        self.pusher.submit(event_id, event, committing=committing)
+        if self.config.mode == PULL:
+            self.queue.put(event_id, event)
+        else:
+            self.pusher.submit(event_id, event, committing=committing)
+        return event_id
+
+    def enqueue(self, event: dict) -> int:
+        """Queue any event body for PullEvents, whatever the mode and switches (tests, benchmarks)."""
+        event_id = self.state.add_event(event)
+        self.queue.put(event_id, event)
         return event_id
 
 
