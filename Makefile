@@ -38,3 +38,9 @@ clean:
 .PHONY: bench-queries
 bench-queries: install
 	$(BIN)/python -m bench.queries $(BENCH_ARGS)
+
+# The pull consumer against the emulator (events/s, CPU per event); PostgreSQL too when
+# RECEIVER_BENCH_POSTGRES_URL is set (database vodr_bench_pull created and dropped).
+.PHONY: bench-pull
+bench-pull: install
+	$(BIN)/python -m bench.pull $(BENCH_ARGS)

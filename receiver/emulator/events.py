@@ -82,3 +82,63 @@ def _category(media_type: str) -> str:
     if media_type in {"jpg", "jpeg", "png", "gif", "bmp", "tiff", "ai", "cdr", "eps"}:
         return "Image"
     return "Video"
+
+
+# Keys whose values make an event a different event (the receiver's dedup keys are built from them).
+_IDENTITY_KEYS = {"FileId", "TaskId", "fileId", "vodTaskId", "FileIdSet"}
+
+
+def sample_bodies() -> list[tuple[str, dict]]:
+    """Every callback body among receiver/samples as (name, dict): push and v2 bodies, and each
+    event of a PullEvents answer without its EventHandle."""
+    import json
+
+    from ..samples import FOLDER
+
+    bodies = []
+    for path in sorted(FOLDER.glob("*.json")):
+        document = json.loads(path.read_bytes())
+        if path.name.startswith(("v3-push-", "v2-")) and "eventList" not in document:
+            bodies.append((path.stem, document))
+        for i, event in enumerate((document.get("Response") or {}).get("EventSet") or []):
+            bodies.append((f"{path.stem}[{i}]", {k: v for k, v in event.items() if k != "EventHandle"}))
+    return bodies
+
+
+def varied(body: dict, n: int) -> dict:
+    """A copy of `body` made the n-th distinct event: every FileId and TaskId (v3 and v2) gets "-n".
+
+    Bodies with none of them are told apart by their content hash: those get an "n" member in
+    their data instead.
+    """
+    import copy
+
+    result, changed = copy.deepcopy(body), []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _IDENTITY_KEYS and isinstance(value, str):
+                    node[key] = f"{value}-{n}"
+                    changed.append(key)
+                elif key in _IDENTITY_KEYS and isinstance(value, list):
+                    node[key] = [f"{v}-{n}" for v in value]
+                    changed.append(key)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(result)
+    if not changed:
+        result["n"] = n
+    return result
+
+
+def mixed_events(count: int) -> list[dict]:
+    """`count` distinct events cycling through every sample type (see varied())."""
+    bodies = [body for _name, body in sample_bodies()]
+    # The suffix is the event's own number: two samples about the same FileId (a push body and
+    # the pull sample of one upload) still make two events.
+    return [varied(bodies[i % len(bodies)], i) for i in range(count)]
