@@ -462,7 +462,7 @@ def emulator(callback_url, storage_dir, **options):
                f"  pushes   {callback_url or 'none (no --callback-url)'}"
                f"{' signed with the SignKey' if options['sign_key'] else ''}\n"
                f"  storage  {emu.state.root}", err=False)
-    seen_media, seen_pushes = set(), 0
+    seen_media, seen_pushes, seen_queue = set(), 0, emu.event_queue.snapshot()
     try:
         while True:
             with emu.state.changed:
@@ -478,6 +478,11 @@ def emulator(callback_url, storage_dir, **options):
                            f"{f' HTTP {push.status}' if push.status else ''}"
                            f"{f' ({push.error})' if push.error else ''}")
             seen_pushes = len(pushes)
+            queue = emu.event_queue.snapshot()  # Mode PULL (set by ModifyEventConfig)
+            if queue != seen_queue:
+                click.echo(f"pull queue: {queue['depth']} waiting, {queue['in_flight']} pulled and not yet "
+                           f"confirmed, {queue['confirmed']} confirmed, {queue['redeliveries']} redelivered")
+                seen_queue = queue
     except KeyboardInterrupt:
         pass
     finally:
