@@ -498,9 +498,11 @@ main.add_command(emulator)  # on the group itself: it needs no app, database or 
               help="Serve this consumer's /metrics on this port (default: none).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
               help="Address for --metrics-port.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Pull loops at once (their commits are shared).")
 @click.option("--until-empty", is_flag=True, help="Exit after a PullEvents that returned nothing.")
 @with_appcontext
-def pull(sub_app_id, metrics_port, metrics_addr, until_empty):
+def pull(sub_app_id, metrics_port, metrics_addr, workers, until_empty):
     """Consume VOD's reliable callback (PullEvents/ConfirmEvents) into the database until Ctrl-C."""
     import signal
 
@@ -534,7 +536,7 @@ def pull(sub_app_id, metrics_port, metrics_addr, until_empty):
                f"{f' (SubAppId {consumer.sub_app_id})' if consumer.sub_app_id else ''} into "
                f"{_safe_url()}; Ctrl-C stops after the batch in hand", err=True)
     try:
-        totals = consumer.run(until_empty=until_empty)
+        totals = consumer.run(workers=workers, until_empty=until_empty)
     except Exception as exc:  # a refused key or SubAppId mid-run: one line, not a traceback
         from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
