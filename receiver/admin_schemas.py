@@ -298,7 +298,7 @@ class UploadPageSchema(Schema):
 
 def upload_data(upload, event_id=None, event=None):
     """The upload's columns (never its session key or temporary credentials) and its status."""
-    data = {name: getattr(upload, name) for name in UploadSchema._declared_fields
+    data = {name: getattr(upload, name) for name in _UPLOAD_SHOWN
             if hasattr(upload, name) and name not in ("status", "event", "event_id")}
     event_id = event.id if event is not None else event_id
     data.update(event_id=event_id, event=event, status=queries.upload_status(upload, event_id))
@@ -322,3 +322,5 @@ stats = StatsSchema()
 upload_query = UploadQuerySchema()
 upload_page = UploadPageSchema()
 upload = UploadSchema()
+# The columns an upload shows: the schema's fields, so credentials (not among them) never are.
+_UPLOAD_SHOWN = tuple(upload.fields)

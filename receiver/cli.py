@@ -1,5 +1,6 @@
 """The `vod-receiver` command: a Flask CLI group with the receiver's commands."""
 import json
+import logging
 import os
 import sys
 
@@ -7,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from tabulate import tabulate
 
 from . import admin_schemas, db, queries, spool
@@ -259,14 +261,16 @@ def _echo_json(data):
 @with_appcontext
 def upload(file, output, **options):
     """Upload FILE to VOD, tagged with a SourceContext; run again to resume an interrupted one."""
-    from .vod.client import Client, InvalidEndpoint
+    from .vod.client import Client, InvalidSetting
     from .vod.upload import Uploader, UploadError
 
+    _quiet_sdks()
     try:
         client = Client.from_env()
-    except InvalidEndpoint as exc:
+    except InvalidSetting as exc:
         raise click.ClickException(str(exc)) from None
-    uploader = Uploader(client, db.session_factory(), notice=lambda text: click.echo(text, err=True))
+    uploader = Uploader.from_url(client, current_app.config["RECEIVER_DATABASE_URL"],
+                                 notice=lambda text: click.echo(text, err=True))
     with _progress_bar(enabled=output != "json") as progress:
         try:
             result = uploader.upload(file, progress=progress, **options)
@@ -276,6 +280,18 @@ def upload(file, output, **options):
                     "step": exc.step, "code": exc.code, "message": exc.message}})
                 sys.exit(1)
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            # Like a kill, which a re-run resumes from. A normal exit would first wait for the
+            # COS SDK's part threads (not daemons) to send every part still queued.
+            click.echo("\ninterrupted: run the same command again to resume", err=True)
+            os._exit(130)
+        except SQLAlchemyError as exc:
+            # The upload cannot be recorded, so it is not attempted (or not finished): say so
+            # in a line; a re-run resumes from whatever the row says.
+            cause = getattr(exc, "orig", None) or exc
+            raise click.ClickException(f"database error: {cause}".splitlines()[0]) from None
+        finally:
+            uploader.close()
     data = admin_schemas.upload.dump(admin_schemas.upload_data(result.record))
     if output == "json":
         return _echo_json(data)
@@ -285,8 +301,18 @@ def upload(file, output, **options):
     click.echo(f"  see it: vod-receiver uploads show {result.upload_id}")
 
 
+def _quiet_sdks():
+    # The COS SDK logs every failed request at ERROR, with tracebacks, before raising; the
+    # command reports the failure itself, in one line, and records it in the upload's row.
+    for name in ("qcloud_cos", "tencentcloud"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class _progress_bar:
     """A tqdm bar (bytes, rate, time left) on a terminal; nothing when piped or with --json."""
+
+    # An upload over in a moment never draws a bar.
+    DELAY = 0.5
 
     def __init__(self, enabled):
         self.enabled = enabled and sys.stderr.isatty()
@@ -300,9 +326,8 @@ class _progress_bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            # delay: an upload over in a moment never draws a bar.
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, delay=0.5,
-                            file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                            delay=self.DELAY, file=sys.stderr, leave=False)
         self.bar.update(done - self.done)
         self.done = done
 
@@ -372,9 +397,10 @@ def uploads_reconcile(older_than, output):
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
         TencentCloudSDKException)
 
-    from .vod.client import Client, InvalidEndpoint, MissingCredentials
+    from .vod.client import Client, InvalidSetting, MissingCredentials
     from .vod.reconcile import reconcile, unnotified
 
+    _quiet_sdks()
     try:
         age = admin_schemas.upload_query.load({"older_than": older_than})[0]["older_than"]
     except ValidationError as exc:
@@ -384,7 +410,7 @@ def uploads_reconcile(older_than, output):
     try:
         client = Client.from_env()
         findings = reconcile(client, uploads) if uploads else []
-    except (InvalidEndpoint, MissingCredentials) as exc:
+    except (InvalidSetting, MissingCredentials) as exc:
         raise click.ClickException(str(exc)) from None
     except TencentCloudSDKException as exc:
         raise click.ClickException(f"DescribeMediaInfos failed: {exc.get_code()}: "
@@ -395,7 +421,7 @@ def uploads_reconcile(older_than, output):
             "source_context": f.upload.source_context, "verdict": f.verdict,
             "source_context_matches": f.source_context_matches} for f in findings]})
     if not findings:
-        click.echo(f"every upload committed over {older_than} ago has its callback")
+        click.echo(f"no upload committed over {older_than} ago is waiting for its callback")
     for finding in findings:
         click.echo(f"upload {finding.upload.id} (FileId {finding.upload.file_id}, "
                    f"SourceContext {finding.upload.source_context}): {finding.verdict}")
@@ -461,7 +487,7 @@ def emulator(callback_url, storage_dir, **options):
                f"IP=\"{emu.cos_ip}\", Port={emu.cos_port})\n"
                f"  pushes   {callback_url or 'none (no --callback-url)'}"
                f"{' signed with the SignKey' if options['sign_key'] else ''}\n"
-               f"  storage  {emu.state.root}", err=False)
+               f"  storage  {emu.state.root}")
     seen_media, seen_pushes, seen_queue = set(), 0, emu.event_queue.snapshot()
     try:
         while True:

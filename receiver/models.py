@@ -123,7 +123,7 @@ class Upload(Base):
     """One upload to VOD through ApplyUpload -> COS -> CommitUpload, recorded from its start.
 
     state is started, stored (in COS), committed or failed. Whether VOD's callback came is not
-    stored here: it is the event linked by query (queries.upload_event), so the callback path
+    stored here: it is the event linked by query (queries.upload_event_id), so the callback path
     writes nothing extra and the link holds whichever of the two arrives first.
     """
 

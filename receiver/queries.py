@@ -244,8 +244,7 @@ def list_uploads(session, filters=None, limit=DEFAULT_LIMIT, cursor=None, now=No
         # Not failed and not heard of yet: still running, or committed and waiting for VOD.
         conditions += [Upload.state != "failed", event_id.is_(None)]
     if "older_than" in filters:
-        now = now or datetime.now(timezone.utc)
-        conditions.append(Upload.started_at < now - filters["older_than"])
+        conditions.append(Upload.started_at < started_before(filters["older_than"], now))
     if cursor is not None:
         started_at, row_id = decode_cursor(cursor)
         conditions += [Upload.started_at <= started_at,
@@ -258,6 +257,15 @@ def list_uploads(session, filters=None, limit=DEFAULT_LIMIT, cursor=None, now=No
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1][0].started_at, rows[-1][0].id)
     return Page([tuple(row) for row in rows], next_cursor)
+
+
+def started_before(age, now=None):
+    """The instant `age` before `now`; the earliest one there is if that is before year 1."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        return now - age
+    except OverflowError:  # older_than=740000d: nothing started that long ago
+        return datetime.min.replace(tzinfo=timezone.utc)
 
 
 def get_upload(session, upload_id):

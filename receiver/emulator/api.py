@@ -6,6 +6,7 @@ in the Response (vod-spec §7.6) — the Python SDK treats any other status as a
 """
 import hmac
 import json
+import logging
 import re
 import secrets
 import uuid
@@ -16,6 +17,8 @@ from werkzeug.wrappers import Request, Response
 from . import events
 from .signing import parse_tc3_authorization, tc3_canonical_request, tc3_date, tc3_signature
 from .state import Credential, Media, Session
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "2018-07-17"
 SERVICE = "vod"
@@ -33,6 +36,7 @@ MEDIA_TYPES = frozenset("""
     jpg jpeg png gif bmp tiff ai cdr eps
 """.split())
 COVER_TYPES = frozenset("jpg jpeg png gif bmp tiff ai cdr eps".split())
+_KINDS = {str: "a string", int: "an integer", list: "an array of strings"}
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+){1,3}")
 _ISO_8601 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
@@ -67,6 +71,9 @@ def handle(emulator, request: Request) -> Response:
         result = ACTIONS[action](emulator, params)
     except ApiError as exc:
         result = {"Error": {"Code": exc.code, "Message": exc.message}}
+    except Exception:  # an emulator bug: answered as VOD answers its own, and logged for us
+        log.exception("VOD emulator: %s failed", action)
+        result = {"Error": {"Code": "InternalError", "Message": "Internal error (see the emulator's log)."}}
     result["RequestId"] = str(uuid.uuid4())
     body = json.dumps({"Response": result}, ensure_ascii=False).encode("utf-8")
     # Exactly "application/json": the SDK looks for Response.Error only under that content type.
@@ -143,8 +150,7 @@ def _check(params, spec):
         ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)) if kind is list \
             else isinstance(value, kind) and not isinstance(value, bool)
         if not ok:
-            raise ApiError("InvalidParameter", f"The parameter `{name}` should be "
-                           f"{ {str: 'a string', int: 'an integer', list: 'an array of strings'}[kind] }.")
+            raise ApiError("InvalidParameter", f"The parameter `{name}` should be {_KINDS[kind]}.")
 
 
 def _check_sub_app(emulator, params):
@@ -243,7 +249,7 @@ def commit_upload(emulator, params):
     created = _iso(emulator.clock())
     media = Media(
         file_id=file_id, name=session.media_name, type=session.media_type, size=obj.size,
-        sha256=obj.sha256, md5=obj.md5, source_context=session.source_context,
+        digest=obj.digest, md5=obj.md5, source_context=session.source_context,
         session_context=session.session_context, procedure=session.procedure,
         procedure_task_id=f"{emulator.app_id}-procedurev2-{uuid.uuid4().hex}" if session.procedure else "",
         class_id=session.class_id, storage_region=session.region, bucket=session.bucket,

@@ -26,7 +26,7 @@ def meta_data(media: Media) -> dict:
     """MediaMetaData: the size is real; the emulator does not probe streams, so the rest is empty."""
     return {"Size": media.size, "Container": media.type, "Bitrate": 0, "Height": 0, "Width": 0,
             "Duration": 0.0, "Rotate": 0, "VideoStreamSet": [], "AudioStreamSet": [],
-            "VideoDuration": 0.0, "AudioDuration": 0.0, "Md5": media.md5}
+            "VideoDuration": 0.0, "AudioDuration": 0.0, "Md5": media.md5 or ""}
 
 
 def new_file_upload(media: Media) -> dict:

@@ -13,7 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # copying and hashing files on disk
+# Request bodies are read in smaller pieces: with several parts arriving at once, each thread's
+# buffer counts, and tests run the emulator in the same process as the client they measure.
+BODY_CHUNK = 256 * 1024
 
 
 @dataclass
@@ -53,14 +56,43 @@ class Session:
     file_id: str | None = None  # set once CommitUpload succeeded
 
 
+class Digest:
+    """A file's SHA-256: known when the bytes streamed in, else computed on first use and kept.
+
+    A multipart object is assembled by the kernel without passing through Python; hashing
+    1 GB in CompleteMultipartUpload would make the client wait seconds for a figure only a
+    test may ask for.
+    """
+
+    def __init__(self, path: Path, value: str | None = None):
+        self._path, self._value = path, value
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> str:
+        """The hex SHA-256 (reads the file the first time if it was not known)."""
+        with self._lock:
+            if self._value is None:
+                sha256 = hashlib.sha256()
+                try:
+                    with open(self._path, "rb") as source:
+                        while chunk := source.read(CHUNK):
+                            sha256.update(chunk)
+                except FileNotFoundError:
+                    raise RuntimeError(f"the bytes behind this SHA-256 are gone ({self._path}): read it before "
+                                       "the emulator stops, or give it a storage_dir") from None
+                self._value = sha256.hexdigest()
+            return self._value
+
+
 @dataclass
 class StoredFile:
-    """Bytes on disk with the digests computed while they were written."""
+    """Bytes on disk with the digests computed while they were written (None: not computed)."""
 
     path: Path
     size: int
-    md5: str
-    sha256: str
+    md5: str | None
+    sha256: str | None
 
 
 @dataclass
@@ -71,12 +103,17 @@ class CosObject:
     key: str
     path: Path
     size: int
-    md5: str
-    sha256: str
+    md5: str | None  # None for a multipart object (COS gives it no MD5 either)
+    digest: Digest
     etag: str  # quoted, as COS sends it; "<md5 of part md5s>-<n>" for multipart objects
     content_type: str
     last_modified: float
     parts: int | None = None
+
+    @property
+    def sha256(self) -> str:
+        """The hex SHA-256 of the object's bytes."""
+        return self.digest.value
 
 
 @dataclass
@@ -87,7 +124,6 @@ class Part:
     path: Path
     size: int
     md5: str
-    sha256: str
     last_modified: float
 
     @property
@@ -116,8 +152,8 @@ class Media:
     name: str
     type: str
     size: int
-    sha256: str
-    md5: str
+    digest: Digest
+    md5: str | None
     source_context: str
     session_context: str
     procedure: str
@@ -133,6 +169,11 @@ class Media:
     expire_time: str
     sub_app_id: int | None
     session_key: str
+
+    @property
+    def sha256(self) -> str:
+        """The hex SHA-256 of the committed bytes."""
+        return self.digest.value
 
 
 @dataclass
@@ -263,32 +304,34 @@ class State:
         with self.lock:
             return self._objects.get((bucket, key))
 
-    def write_stream(self, stream, length: int | None) -> StoredFile:
-        """Copy a request body to a new file in chunks, hashing as it goes."""
+    def write_stream(self, stream, length: int | None, sha256: bool = True) -> StoredFile:
+        """Copy a request body to a new file in chunks, hashing (MD5, and SHA-256 unless told not) as it goes."""
         path = self.root / "incoming" / uuid.uuid4().hex
-        md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+        md5, sha256, size = hashlib.md5(), hashlib.sha256() if sha256 else None, 0
         with open(path, "wb") as out:
             while length is None or size < length:
-                chunk = stream.read(CHUNK if length is None else min(CHUNK, length - size))
+                chunk = stream.read(BODY_CHUNK if length is None else min(BODY_CHUNK, length - size))
                 if not chunk:
                     break
                 out.write(chunk)
                 md5.update(chunk)
-                sha256.update(chunk)
+                if sha256 is not None:
+                    sha256.update(chunk)
                 size += len(chunk)
-        return StoredFile(path, size, md5.hexdigest(), sha256.hexdigest())
+        return StoredFile(path, size, md5.hexdigest(), sha256.hexdigest() if sha256 is not None else None)
 
     def put_object(self, bucket, key, stored: StoredFile, content_type, now, etag=None, parts=None) -> CosObject:
         """Make `stored` the object at bucket/key, replacing (and deleting) any older one."""
         path = self.root / "objects" / uuid.uuid4().hex
         os.replace(stored.path, path)
-        obj = CosObject(bucket, key, path, stored.size, stored.md5, stored.sha256,
+        obj = CosObject(bucket, key, path, stored.size, stored.md5, Digest(path, stored.sha256),
                         etag or f'"{stored.md5}"', content_type, now, parts)
         with self.lock:
             old = self._objects.get((bucket, key))
             self._objects[(bucket, key)] = obj
             self.changed.notify_all()
         if old is not None:
+            old.digest.value  # a media record may share it: hash the old bytes before they go
             old.path.unlink(missing_ok=True)
         return obj
 
@@ -320,7 +363,7 @@ class State:
                 stored.path.unlink(missing_ok=True)
                 return None
             os.replace(stored.path, path)
-            part = Part(number, path, stored.size, stored.md5, stored.sha256, now)
+            part = Part(number, path, stored.size, stored.md5, now)
             old = upload.parts.get(number)
             upload.parts[number] = part
         if old is not None:
@@ -337,18 +380,14 @@ class State:
         shutil.rmtree(self.root / "parts" / upload.upload_id, ignore_errors=True)
 
     def assemble(self, parts: list[Part]) -> StoredFile:
-        """Concatenate parts into a new file, hashing the whole as it is copied."""
+        """Concatenate parts into a new file, copied by the kernel; its digests are left for later."""
         path = self.root / "incoming" / uuid.uuid4().hex
-        md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+        size = 0
         with open(path, "wb") as out:
             for part in parts:
                 with open(part.path, "rb") as source:
-                    while chunk := source.read(CHUNK):
-                        out.write(chunk)
-                        md5.update(chunk)
-                        sha256.update(chunk)
-                        size += len(chunk)
-        return StoredFile(path, size, md5.hexdigest(), sha256.hexdigest())
+                    size += _copy(source, out, part.size)
+        return StoredFile(path, size, None, None)
 
     def commit(self, session: Session, media: Media) -> bool:
         """Record the media CommitUpload created; False if the session was committed meanwhile."""
@@ -371,3 +410,23 @@ class State:
         with self.lock:
             self._pushes.append(record)
             self.changed.notify_all()
+
+
+def _copy(source, out, size: int) -> int:
+    """Append `size` bytes of `source` to `out`: copy_file_range where the OS has it, else read/write."""
+    copied = 0
+    if hasattr(os, "copy_file_range"):
+        try:
+            while copied < size:
+                n = os.copy_file_range(source.fileno(), out.fileno(), size - copied)
+                if n == 0:
+                    break
+                copied += n
+            return copied
+        except OSError:  # a file system without it (EXDEV, ENOSYS…): fall back where we stopped
+            source.seek(copied)
+            out.seek(0, os.SEEK_END)
+    while chunk := source.read(CHUNK):
+        out.write(chunk)
+        copied += len(chunk)
+    return copied

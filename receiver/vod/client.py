@@ -33,8 +33,8 @@ class MissingCredentials(Exception):
     """TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY are not both set."""
 
 
-class InvalidEndpoint(ValueError):
-    """An endpoint setting that is not host:port or a URL."""
+class InvalidSetting(ValueError):
+    """A VOD_* setting that cannot work: an endpoint that is not host:port or a URL, a bad number."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ class Client:
         self.api_protocol, self.api_endpoint = _api_endpoint(api_endpoint)
         self.cos_scheme, self.cos_host, self.cos_port = _cos_endpoint(cos_endpoint)
         self.sub_app_id = sub_app_id
+        # COS takes parts of 1 MB and up (the last one excepted).
+        if part_size_mb < 1 or threads < 1:
+            raise InvalidSetting("VOD_UPLOAD_PART_SIZE_MB and VOD_UPLOAD_THREADS must be at least 1")
         self.part_size_mb = part_size_mb
         self.threads = threads
         self.retry = retry
@@ -191,18 +194,18 @@ def _int(env, name, default):
     try:
         return int(value)
     except ValueError:
-        raise InvalidEndpoint(f"{name} must be a whole number, got {value!r}") from None
+        raise InvalidSetting(f"{name} must be a whole number, got {value!r}") from None
 
 
 def _split(value, name):
     text = value.strip()
     parts = urlsplit(text if "://" in text else f"//{text}")
     if parts.scheme not in ("", "http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise InvalidEndpoint(f"{name} must be host:port or http(s)://host:port, got {value!r}")
+        raise InvalidSetting(f"{name} must be host:port or http(s)://host:port, got {value!r}")
     try:
         port = parts.port
     except ValueError:
-        raise InvalidEndpoint(f"{name} has a bad port: {value!r}") from None
+        raise InvalidSetting(f"{name} has a bad port: {value!r}") from None
     # Without a scheme: plain http on loopback (an emulator), https anywhere else.
     scheme = parts.scheme or ("http" if _loopback(parts.hostname) else "https")
     return scheme, parts.hostname, port

@@ -5,7 +5,7 @@ committed upload with no stored event after a while is either a lost callback or
 does not have; DescribeMediaInfos by FileId tells the two apart.
 """
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from sqlalchemy import select
 from tencentcloud.vod.v20180717 import models as vod_models
@@ -30,10 +30,9 @@ class Finding:
 
 def unnotified(session, older_than=timedelta(minutes=10), now=None):
     """Committed uploads started longer ago than `older_than` with no stored callback."""
-    now = now or datetime.now(timezone.utc)
     return session.scalars(
         select(Upload).where(Upload.state == "committed", Upload.file_id.is_not(None),
-                             Upload.started_at < now - older_than,
+                             Upload.started_at < queries.started_before(older_than, now),
                              queries.upload_event_id().is_(None))
         .order_by(Upload.started_at, Upload.id)).all()
 

@@ -100,17 +100,26 @@ class Uploader:
         self.client = client
         self.sessions = sessions
         self.notice = notice or log.info
+        self._engine = None
 
     @classmethod
     def from_url(cls, client, database_url, notice=None):
-        """An Uploader recording into the database at `database_url` (migrated)."""
+        """An Uploader recording into the database at `database_url` (migrated); close() it."""
         from sqlalchemy.orm import sessionmaker
 
         from ..db import make_engine
 
-        # The uploader is not answering VOD: it can wait for SQLite's lock much longer.
-        return cls(client, sessionmaker(make_engine(database_url, timeout_ms=30000),
-                                        expire_on_commit=False), notice)
+        # The uploader is not answering VOD within 5 s like the callback path: it can wait
+        # for a busy SQLite writer far longer than RECEIVER_DB_TIMEOUT_MS.
+        engine = make_engine(database_url, timeout_ms=30000)
+        uploader = cls(client, sessionmaker(engine, expire_on_commit=False), notice)
+        uploader._engine = engine
+        return uploader
+
+    def close(self):
+        """Close the database connections of an Uploader made by from_url."""
+        if self._engine is not None:
+            self._engine.dispose()
 
     def upload(self, path, *, source_context=None, procedure=None, storage_region=None,
                sub_app_id=None, class_id=None, media_name=None, media_type=None, cover=None,
@@ -198,8 +207,9 @@ class Uploader:
                                  f"{row.session_expires_at:%Y-%m-%d %H:%M:%S} UTC before the "
                                  "upload finished; started over", now)
                     self.notice(f"upload {row.id}: its VOD session expired; starting over")
-                    if new.source_context is None and not row.source_context_generated:
+                    if new.source_context is None:  # the upload keeps its correlation key
                         new.source_context = row.source_context
+                        new.source_context_generated = row.source_context_generated
                     continue
                 row.resumes += 1
                 row.updated_at = now

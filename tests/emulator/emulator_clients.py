@@ -26,10 +26,11 @@ def emu(tmp_path):
         yield emulator
 
 
-def vod_for(emulator, secret_id=None, secret_key=None):
+def vod_for(emulator, secret_id=None, secret_key=None, method="POST"):
     """A VodClient (the real SDK) talking to `emulator`."""
     cred = credential.Credential(secret_id or emulator.secret_id, secret_key or emulator.secret_key)
-    profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=emulator.api_endpoint, reqTimeout=10))
+    profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=emulator.api_endpoint, reqTimeout=10,
+                                                    reqMethod=method))
     return vod_client.VodClient(cred, "ap-guangzhou", profile)
 
 

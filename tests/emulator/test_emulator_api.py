@@ -146,3 +146,16 @@ def test_errors_come_with_http_200_and_the_vod_error_shape(emu):
     assert body["Response"]["Error"]["Code"] == "AuthFailure.InvalidAuthorization"
     assert body["Response"]["Error"]["Message"]
     assert body["Response"]["RequestId"]
+
+
+def test_the_sdks_get_form_is_verified_and_read_too(emu):
+    vod = vod_for(emu, method="GET")
+    applied = apply_upload(vod, SourceContext="via GET", ClassId=2)
+    assert emu.state.sessions[applied.VodSessionKey].class_id == 2
+    cos_for(emu, applied).put_object(Bucket=applied.StorageBucket, Key=applied.MediaStoragePath, Body=b"g")
+    file_id = commit_upload(vod, applied.VodSessionKey).FileId
+    request = models.DescribeMediaInfosRequest()
+    request.FileIds = [file_id, "1"]
+    answer = vod.DescribeMediaInfos(request)
+    assert [i.FileId for i in answer.MediaInfoSet] == [file_id] and answer.NotExistFileIdSet == ["1"]
+    assert _code(lambda: apply_upload(vod_for(emu, secret_key="wrong", method="GET"))) == "AuthFailure.SignatureFailure"

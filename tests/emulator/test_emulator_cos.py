@@ -172,3 +172,13 @@ def test_an_expired_temporary_key_is_refused(tmp_path):
         emulator.clock = lambda: time.time() + 2
         assert _error(lambda: cos.put_object(Bucket=applied.StorageBucket, Key=applied.MediaStoragePath,
                                              Body=b"late")) == (400, "ExpiredToken")
+
+
+def test_operations_an_upload_key_may_not_do_are_denied(emu, applied):
+    cos = cos_for(emu, applied)
+    bucket, key = applied.StorageBucket, applied.MediaStoragePath
+    cos.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert _error(lambda: cos.delete_object(Bucket=bucket, Key=key)) == (403, "AccessDenied")
+    source = {"Bucket": bucket, "Key": key.lstrip("/"), "Region": applied.StorageRegion}
+    assert _error(lambda: cos.copy_object(Bucket=bucket, Key=key, CopySource=source)) == (403, "AccessDenied")
+    assert emu.state.requests["DeleteObject"] == emu.state.requests["PutObjectCopy"] == 1

@@ -3,7 +3,7 @@ import pytest
 from qcloud_cos.cos_exception import CosClientError, CosServiceError
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from receiver.vod.client import (Client, InvalidEndpoint, MissingCredentials, TempCredentials,
+from receiver.vod.client import (Client, InvalidSetting, MissingCredentials, TempCredentials,
                                  cos_retryable, vod_retryable)
 
 ENV = {"TENCENTCLOUD_SECRET_ID": "AKIDexample", "TENCENTCLOUD_SECRET_KEY": "top-secret-key",
@@ -44,7 +44,7 @@ def test_a_bad_endpoint_is_refused_naming_the_variable(value):
     if value == "":
         assert Client.from_env({**ENV, "VOD_API_ENDPOINT": value}).api_endpoint is None
         return
-    with pytest.raises(InvalidEndpoint, match="VOD_API_ENDPOINT"):
+    with pytest.raises(InvalidSetting, match="VOD_API_ENDPOINT"):
         Client.from_env({**ENV, "VOD_API_ENDPOINT": value})
 
 
@@ -89,3 +89,10 @@ def test_which_vod_errors_are_retried(code, retried):
 ])
 def test_which_cos_errors_are_retried(error, retried):
     assert cos_retryable(error) is retried
+
+
+@pytest.mark.parametrize("name, value", [("VOD_UPLOAD_PART_SIZE_MB", "0"), ("VOD_UPLOAD_THREADS", "0"),
+                                         ("VOD_UPLOAD_THREADS", "four"), ("VOD_SUB_APP_ID", "x")])
+def test_bad_numbers_are_refused_naming_the_setting(name, value):
+    with pytest.raises(InvalidSetting, match=name):
+        Client.from_env({**ENV, name: value})

@@ -3,15 +3,13 @@
 Every test runs on SQLite and on PostgreSQL (the `app` fixture): the upload is recorded in the
 receiver's database and linked, by query, to the NewFileUpload event the receiver stored.
 """
-import hashlib
 import json
 import os
 import socket
-import stat
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from receiver import db
 from receiver.models import Event, Upload
@@ -37,7 +35,7 @@ def test_a_small_file_goes_in_one_put_and_is_linked_to_its_callback(app, emu, up
     assert upload.started_at <= upload.stored_at <= upload.committed_at
 
 
-def test_a_large_file_goes_in_concurrent_parts_with_memory_bounded(app, emu, uploader, tmp_path):
+def test_a_large_file_goes_in_concurrent_parts(app, emu, uploader, tmp_path):
     path = tmp_path / "large.mp4"
     sha256 = write_file(path, 24 * 1024 * 1024 + 12345)
     seen = []
@@ -84,7 +82,9 @@ def test_the_link_holds_by_source_context_before_the_file_id_is_known(app, tmp_p
 
     row = upload_record(app, 1, state="stored", source_context="ctx-early", minutes=-1)
     other = upload_record(app, 2, state="stored", source_context="ctx-reused", minutes=5)
-    deliver(app, new_file_upload("5285890784273533167", source_context="ctx-early"), T0)
+    # Pulled, not pushed: the channel does not matter.
+    deliver(app, new_file_upload("5285890784273533167", source_context="ctx-early"), T0,
+            channel="pull")
     deliver(app, new_file_upload("5285890784273533168", source_context="ctx-reused"), T0)
     assert get_upload(app, row.id)[1].file_id == "5285890784273533167"
     # The same key's earlier event (received before this upload started) is not its callback.
@@ -246,3 +246,74 @@ def test_retry_safe_vod_errors_are_retried_with_backoff(app, emu, tmp_path, monk
     write_file(path, 1000)
     result = Uploader(client_for(emu), db.session_factory(app)).upload(path)
     assert len(calls) == 3 and result.file_id
+
+
+def test_cos_5xx_on_parts_is_retried_and_only_those_parts_go_again(app, emu, uploader, tmp_path,
+                                                                    monkeypatch):
+    # Part 4 gets 503 SlowDown three times (more than the SDK's own retry covers): the upload
+    # goes on with backoff, resuming the multipart upload rather than starting it again.
+    from receiver.emulator import cos
+
+    original, failures = cos.OPERATIONS["UploadPart"], []
+
+    def flaky(emulator, request, bucket, key):
+        if request.args.get("partNumber") == "4" and len(failures) < 3:
+            failures.append(request.args["partNumber"])
+            raise cos.CosError(503, "SlowDown", "Please reduce your request rate.")
+        return original(emulator, request, bucket, key)
+
+    monkeypatch.setitem(cos.OPERATIONS, "UploadPart", flaky)
+    path = tmp_path / "flaky.mp4"
+    sha256 = write_file(path, 8 * 1024 * 1024)
+    result = uploader.upload(path)
+    assert emu.state.media[result.file_id].sha256 == sha256
+    assert len(failures) == 3
+    # 8 parts, plus part 4's three refused tries; the other parts were not sent twice.
+    assert emu.state.requests["UploadPart"] == 8 + 3
+    assert emu.state.requests["InitiateMultipartUpload"] == 1
+    assert get_upload(app, result.upload_id)[0].state == "committed"
+
+
+def test_a_cover_goes_with_the_media_and_comes_back_as_cover_url(app, emu, uploader, tmp_path):
+    video, cover = tmp_path / "talk.mp4", tmp_path / "talk.jpg"
+    write_file(video, 2000)
+    write_file(cover, 300, seed=b"cover")
+    result = uploader.upload(video, cover=cover)
+    media = emu.state.media[result.file_id]
+    assert result.cover_url and result.cover_url == media.cover_url and media.cover_key
+    assert emu.state.read_object(media.bucket, media.cover_key) == cover.read_bytes()
+    assert get_upload(app, result.upload_id)[0].cover_url == result.cover_url
+
+
+def test_a_cover_of_a_type_vod_does_not_take_is_refused(app, emu, uploader, tmp_path):
+    video, cover = tmp_path / "talk.mp4", tmp_path / "talk.txt"
+    write_file(video, 2000)
+    write_file(cover, 10)
+    with pytest.raises(UploadRefused) as info:
+        uploader.upload(video, cover=cover)
+    assert info.value.code == "CoverTypeUnsupported" and sent(emu) == 0
+
+
+def test_an_unreachable_vod_is_retried_then_fails_at_apply(app, emu, tmp_path, monkeypatch):
+    from tencentcloud.vod.v20180717 import vod_client
+
+    from vod_upload_fixtures import FAST_RETRY
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    sends, original = [], vod_client.VodClient.ApplyUpload
+
+    def counted(self, request):
+        sends.append(request)
+        return original(self, request)
+
+    monkeypatch.setattr(vod_client.VodClient, "ApplyUpload", counted)
+    path = tmp_path / "a.mp4"
+    write_file(path, 1000)
+    uploader = Uploader(client_for(emu, api_endpoint=f"127.0.0.1:{port}"), db.session_factory(app))
+    with pytest.raises(UploadError) as info:
+        uploader.upload(path)
+    assert (info.value.step, info.value.code) == ("apply", "ClientNetworkError")
+    assert len(sends) == FAST_RETRY.attempts == 3
+    assert _failed(app, info.value.upload_id).error_code == "ClientNetworkError"
