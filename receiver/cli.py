@@ -532,7 +532,7 @@ def pull(sub_app_id, metrics_port, metrics_addr, workers, until_empty):
     """Consume VOD's reliable callback (PullEvents/ConfirmEvents) into the database until Ctrl-C."""
     import signal
 
-    from .vod.client import Client, InvalidEndpoint, MissingCredentials
+    from .vod.client import Client, InvalidSetting, MissingCredentials
     from .vod.pull import Consumer, ConsumerError, PullMetrics
 
     try:
@@ -540,7 +540,7 @@ def pull(sub_app_id, metrics_port, metrics_addr, workers, until_empty):
                             sub_app_id=sub_app_id, pull_metrics=PullMetrics())
         consumer.client.check_credentials()
         consumer.check()
-    except (InvalidEndpoint, MissingCredentials, ConsumerError) as exc:
+    except (InvalidSetting, MissingCredentials, ConsumerError) as exc:
         raise click.ClickException(str(exc)) from None
     if metrics_port is not None:
         # A port of its own, not PROMETHEUS_MULTIPROC_DIR: the consumer is one long-lived
@@ -580,12 +580,12 @@ def event_config_group():
 
 
 def _event_config_client():
-    from .vod.client import Client, InvalidEndpoint, MissingCredentials
+    from .vod.client import Client, InvalidSetting, MissingCredentials
 
     try:
         client = Client.from_env()
         client.check_credentials()
-    except (InvalidEndpoint, MissingCredentials) as exc:
+    except (InvalidSetting, MissingCredentials) as exc:
         raise click.ClickException(str(exc)) from None
     return client
 
