@@ -54,3 +54,9 @@ bench-upload: install $(VENV)-peer/bin/python
 $(VENV)-peer/bin/python:
 	$(PYTHON) -m venv $(VENV)-peer
 	$(VENV)-peer/bin/pip install --quiet vod-python-sdk
+
+# The pull consumer against the emulator (events/s, CPU per event); PostgreSQL too when
+# RECEIVER_BENCH_POSTGRES_URL is set (database vodr_bench_pull created and dropped).
+.PHONY: bench-pull
+bench-pull: install
+	$(BIN)/python -m bench.pull $(BENCH_ARGS)

@@ -838,7 +838,7 @@ def emulator(callback_url, storage_dir, **options):
                f"  pushes   {callback_url or 'none (no --callback-url)'}"
                f"{' signed with the SignKey' if options['sign_key'] else ''}\n"
                f"  storage  {emu.state.root}")
-    seen_media, seen_pushes = set(), 0
+    seen_media, seen_pushes, seen_queue = set(), 0, emu.event_queue.snapshot()
     try:
         while True:
             with emu.state.changed:
@@ -854,6 +854,11 @@ def emulator(callback_url, storage_dir, **options):
                            f"{f' HTTP {push.status}' if push.status else ''}"
                            f"{f' ({push.error})' if push.error else ''}")
             seen_pushes = len(pushes)
+            queue = emu.event_queue.snapshot()  # Mode PULL (set by ModifyEventConfig)
+            if queue != seen_queue:
+                click.echo(f"pull queue: {queue['depth']} waiting, {queue['in_flight']} pulled and not yet "
+                           f"confirmed, {queue['confirmed']} confirmed, {queue['redeliveries']} redelivered")
+                seen_queue = queue
     except KeyboardInterrupt:
         pass
     finally:
@@ -861,6 +866,145 @@ def emulator(callback_url, storage_dir, **options):
 
 
 main.add_command(emulator)  # on the group itself: it needs no app, database or receiver settings
+
+
+@click.command("pull")
+@click.option("--sub-app-id", type=int, help="VOD application (default: VOD_SUB_APP_ID).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve this consumer's /metrics on this port (default: none).")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address for --metrics-port.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Pull loops at once (their commits are shared).")
+@click.option("--until-empty", is_flag=True, help="Exit after a PullEvents that returned nothing.")
+@with_appcontext
+def pull(sub_app_id, metrics_port, metrics_addr, workers, until_empty):
+    """Consume VOD's reliable callback (PullEvents/ConfirmEvents) into the database until Ctrl-C."""
+    import signal
+
+    from .vod.client import Client, InvalidSetting, MissingCredentials
+    from .vod.pull import Consumer, ConsumerError, PullMetrics
+
+    try:
+        consumer = Consumer(current_app._get_current_object(), Client.from_env(),
+                            sub_app_id=sub_app_id, pull_metrics=PullMetrics())
+        consumer.client.check_credentials()
+        consumer.check()
+    except (InvalidSetting, MissingCredentials, ConsumerError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if metrics_port is not None:
+        # A port of its own, not PROMETHEUS_MULTIPROC_DIR: the consumer is one long-lived
+        # process (often on another host than the server), its "seconds since the last pull"
+        # is its own, and gunicorn empties that folder whenever the server starts.
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, metrics_addr, registry=consumer.metrics.registry)
+
+    def finish_batch(signum, _frame):
+        if consumer.stop.is_set():  # asked twice: stop now; unconfirmed events come again
+            os._exit(128 + signum)
+        click.echo("stopping after this batch (again to stop now)", err=True)
+        consumer.stop.set()
+
+    signal.signal(signal.SIGINT, finish_batch)
+    signal.signal(signal.SIGTERM, finish_batch)
+    click.echo(f"pulling events from {consumer.client.api_endpoint or 'vod.tencentcloudapi.com'}"
+               f"{f' (SubAppId {consumer.sub_app_id})' if consumer.sub_app_id else ''} into "
+               f"{_safe_url()}; Ctrl-C stops after the batch in hand", err=True)
+    try:
+        totals = consumer.run(workers=workers, until_empty=until_empty)
+    except Exception as exc:  # a refused key or SubAppId mid-run: one line, not a traceback
+        from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+        if not isinstance(exc, TencentCloudSDKException):
+            raise
+        raise click.ClickException(f"PullEvents failed: {exc.get_code()}: {exc.get_message()}") from None
+    click.echo(f"stopped: {totals.events} events in {totals.batches} batches "
+               f"({', '.join(f'{k} {v}' for k, v in sorted(totals.outcomes.items())) or 'none'}), "
+               f"{totals.confirmed} confirmed", err=True)
+
+
+@click.group("event-config")
+def event_config_group():
+    """VOD's event notification settings: PUSH to a URL or PULL (reliable callback)."""
+
+
+def _event_config_client():
+    from .vod.client import Client, InvalidSetting, MissingCredentials
+
+    try:
+        client = Client.from_env()
+        client.check_credentials()
+    except (InvalidSetting, MissingCredentials) as exc:
+        raise click.ClickException(str(exc)) from None
+    return client
+
+
+def _vod_errors(call):
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    from .vod.event_config import EventConfigRefused
+
+    try:
+        return call()
+    except EventConfigRefused as exc:
+        raise click.UsageError(str(exc)) from None
+    except TencentCloudSDKException as exc:
+        raise click.ClickException(f"{exc.get_code()}: {exc.get_message()}") from None
+
+
+@event_config_group.command("show")
+@_json_option
+def event_config_show(output):
+    """Show the event config (DescribeEventConfig)."""
+    from .vod import event_config
+
+    config = _vod_errors(lambda: event_config.describe(_event_config_client()))
+    if output == "json":
+        return _echo_json(config)
+    click.echo(_table(config.items(), tablefmt="plain"))
+
+
+@event_config_group.command("set")
+@click.option("--mode", type=click.Choice(["PUSH", "PULL"]), help="PUSH to the URL, or PULL (reliable).")
+@click.option("--url", help="The v3 callback URL (NotificationUrl); \"\" clears it.")
+@click.option("--upload-switch", type=click.Choice(["ON", "OFF"]), help="NewFileUpload events.")
+@click.option("--delete-switch", type=click.Choice(["ON", "OFF"]), help="FileDeleted events.")
+@click.option("--persistence-switch", type=click.Choice(["ON", "OFF"]), help="PersistenceComplete events.")
+@click.option("--sign-key", help="SignKey: pushes carry Sign = MD5(key + T) (up to 32 letters and digits).")
+@click.option("--allow-http", is_flag=True, help="Accept a PUSH URL that is not https (test setups).")
+@_json_option
+def event_config_set(mode, url, upload_switch, delete_switch, persistence_switch, sign_key,
+                     allow_http, output):
+    """Change the event config (ModifyEventConfig) and print it before and after."""
+    from .vod import event_config
+
+    if all(v is None for v in (mode, url, upload_switch, delete_switch, persistence_switch, sign_key)):
+        raise click.UsageError("nothing to change: give --mode, --url, a --*-switch or --sign-key")
+    before, after = _vod_errors(lambda: event_config.change(
+        _event_config_client(), mode=mode, url=url, sign_key=sign_key, allow_http=allow_http,
+        switches={"upload": upload_switch, "delete": delete_switch, "persistence": persistence_switch}))
+    if output == "json":
+        return _echo_json({"before": before, "after": after})
+    click.echo(_table([(name, before[name], after[name], "" if before[name] == after[name] else "changed")
+                       for name in before], headers=("", "before", "after", ""), tablefmt="plain"))
+    if sign_key is not None:
+        click.echo("SignKey set (VOD does not show it back); give the receiver VOD_SIGN_KEYS too")
+
+
+@event_config_group.command("state")
+@_json_option
+def event_config_state(output):
+    """How many events wait to be pulled (DescribeEventsState; VOD's count lags a few minutes)."""
+    from .vod import event_config
+
+    count = _vod_errors(lambda: event_config.events_state(_event_config_client()))
+    if output == "json":
+        return _echo_json({"CountOfEventsToPull": count})
+    click.echo(f"{count} events to pull")
+
+
+main.add_command(event_config_group)  # like the emulator: needs no database
 
 
 def _interrupt(signum, frame):
@@ -878,7 +1022,7 @@ def _safe_url():
 
 
 _COMMANDS = (db_group, spool_group, events_group, rejections_group, replay_command, upload,
-             uploads_group, serve, work)
+             uploads_group, serve, work, pull)
 for _command in _COMMANDS:
     main.add_command(_command)
 

@@ -297,6 +297,8 @@ SETTINGS = (
             "benchmark only: a PostgreSQL server for make bench", secret=True, scope="bench"),
     Setting("RECEIVER_SAMPLES_DIR", folder, None, "receiver/samples",
             "benchmark only: the folder of sample bodies", scope="bench"),
+    Setting("RECEIVER_PULL_TEST_KILL_AT", one_of("after-commit"), None, "after-commit",
+            "tests only: where the pull consumer kills itself", scope="tests"),
     Setting("RECEIVER_TEST_DATABASE_URL", database_url, None,
             "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "tests only: the PostgreSQL server of the suite's PostgreSQL half", secret=True,

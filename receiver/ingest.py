@@ -26,9 +26,26 @@ def ingest(delivery, refusal=None, app=None, spool_on_failure=True):
     except SQLAlchemyError as exc:
         if not spool_on_failure:
             raise
-        # The writer rolled back whatever the failed transaction had begun.
-        path = spool.write(app.config["RECEIVER_SPOOL_DIR"], delivery,
-                           verdict if isinstance(verdict, Refusal) else None)
-        log.warning("database write failed (%s); delivery spooled to %s", exc, path.name)
-        outcome = "spooled"
+        outcome = _spool(app, delivery, verdict, exc)
     return verdict, outcome
+
+
+def ingest_many(deliveries, app=None):
+    """Store several deliveries in one transaction (spooling each the database fails to take).
+
+    Returns a (verdict, outcome) pair per delivery, in order, as ingest() does for one.
+    """
+    app = app or current_app
+    verdicts = [store.judge(delivery) for delivery in deliveries]
+    results = writer(app).record_many(list(zip(deliveries, verdicts)))
+    outcomes = [_spool(app, delivery, verdict, result) if isinstance(result, SQLAlchemyError)
+                else result.kind for delivery, verdict, result in zip(deliveries, verdicts, results)]
+    return list(zip(verdicts, outcomes))
+
+
+def _spool(app, delivery, verdict, exc):
+    # The writer rolled back whatever the failed transaction had begun.
+    path = spool.write(app.config["RECEIVER_SPOOL_DIR"], delivery,
+                       verdict if isinstance(verdict, Refusal) else None)
+    log.warning("database write failed (%s); delivery spooled to %s", exc, path.name)
+    return "spooled"

@@ -75,6 +75,29 @@ class GroupWriter:
             raise job.error
         return job.outcome
 
+    def record_many(self, items, deadline=None) -> list:
+        """Store several (delivery, verdict) pairs, in one transaction when no one else is writing.
+
+        Returns, per pair, its store.Outcome or the SQLAlchemyError that kept it from the
+        database (the caller spools it); `deadline` as in record().
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        jobs = [_Job(delivery, verdict, deadline) for delivery, verdict in items]
+        if not jobs:
+            return []
+        with self._mutex:
+            self._pending.extend(jobs)
+            jobs[0].leads, self._led = not self._led, True
+        # Each job is finished by whichever batch took it, or woken to lead the next one: a
+        # batch under way when these arrived may be followed by one holding all of them.
+        for job in jobs:
+            if not job.leads and job.outcome is None and job.error is None:
+                self._wait(job)
+            if job.leads and job.outcome is None and job.error is None:
+                self._lead(job)
+        return [job.error if job.error is not None else job.outcome for job in jobs]
+
     def _wait(self, job):
         try:
             woken = job.wait(job.deadline - time.monotonic())

@@ -1,4 +1,5 @@
-"""VOD's API 3.0 as the emulator answers it: TC3 verification, then ApplyUpload, CommitUpload, DescribeMediaInfos.
+"""VOD's API 3.0 as the emulator answers it: TC3 verification, then ApplyUpload, CommitUpload, DescribeMediaInfos
+(and, from queue.py, the reliable callback and event config).
 
 Every answer is HTTP 200 with `{"Response": {..., "RequestId"}}`; errors put `Error{Code, Message}`
 in the Response (vod-spec §7.6) — the Python SDK treats any other status as a network error.
@@ -290,6 +291,11 @@ def describe_media_infos(emulator, params):
 
 ACTIONS = {"ApplyUpload": apply_upload, "CommitUpload": commit_upload,
            "DescribeMediaInfos": describe_media_infos}
+
+# The reliable-callback and event-config actions live in queue.py (it uses this module's helpers).
+from .queue import ACTIONS as _QUEUE_ACTIONS  # noqa: E402
+
+ACTIONS.update(_QUEUE_ACTIONS)
 
 
 def _iso(timestamp: float) -> str:

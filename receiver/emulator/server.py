@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import api, cos
 from .events import Dispatcher
+from .queue import HANDLE_SECONDS, LONG_POLL_SECONDS, PULL, PUSH, EventConfig, EventQueue
 from .push import PushPolicy, Pusher
 from .state import State
 
@@ -39,9 +40,12 @@ class Emulator:
                  storage_dir: str | Path | None = None, sub_app_id: int | None = None,
                  temp_credential_seconds: int = 1800, host: str = "127.0.0.1", port: int = 0,
                  storage_region: str = DEFAULT_REGION, push_timeout: float = 5.0,
-                 sign_location: str = "body", clock=time.time):
+                 sign_location: str = "body", clock=time.time, mode: str = PUSH,
+                 event_handle_seconds: float = HANDLE_SECONDS, long_poll_seconds: float = LONG_POLL_SECONDS):
         if sign_location not in ("body", "query"):
             raise ValueError("sign_location must be 'body' or 'query'")
+        if mode not in (PUSH, PULL):
+            raise ValueError("mode must be 'PUSH' or 'PULL'")
         self.secret_id, self.secret_key = secret_id, secret_key
         self.callback_url, self.sign_key, self.sign_location = callback_url, sign_key, sign_location
         self.sub_app_id = sub_app_id
@@ -62,6 +66,12 @@ class Emulator:
         self.push_policy = PushPolicy()
         self.pusher: Pusher | None = None
         self.dispatcher: Dispatcher | None = None
+        # Reliable callback (queue.py): how long a pulled event's handle stays valid (VOD: 30 s)
+        # and how long PullEvents waits for an event (VOD: 5 s). Tests shorten both.
+        self.event_config = EventConfig(mode=mode)
+        self.event_handle_seconds = event_handle_seconds
+        self.long_poll_seconds = long_poll_seconds
+        self.event_queue: EventQueue | None = None
 
     # Lifecycle
 
@@ -81,7 +91,8 @@ class Emulator:
             self._own_dir = Path(tempfile.mkdtemp(prefix="vod-emulator-"))
         self.state = State(self._storage_dir or self._own_dir)
         self.pusher = Pusher(self, self.state, self.push_policy)
-        self.dispatcher = Dispatcher(self.state, self.pusher)
+        self.event_queue = EventQueue(self.event_handle_seconds)
+        self.dispatcher = Dispatcher(self.state, self.pusher, self.event_queue, self.event_config)
         self._server.daemon_threads = True
         self._port = self._server.socket.getsockname()[1]
         self.pusher.start()
@@ -94,6 +105,7 @@ class Emulator:
         """Stop serving and pushing; delete the storage folder if the emulator made it."""
         if self._server is None:
             return
+        self.event_queue.close()  # a long-polling PullEvents would hold shutdown up to 5 s
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -137,6 +149,10 @@ class Emulator:
         return f"http://{self.host}:{self._port}"
 
     # For tests
+
+    def enqueue(self, event: dict) -> int:
+        """Queue any callback body (a dict, without EventHandle) for PullEvents; returns its event id."""
+        return self.dispatcher.enqueue(event)
 
     def wait_for_pushes(self, n: int, timeout: float = 10.0, outcome: str | None = None) -> list:
         """Wait until `n` push records (with `outcome`, if given) exist; return them or raise TimeoutError."""

@@ -145,11 +145,13 @@ class Client:
                 f"{' and '.join(missing)} not set: VOD needs an API key (SecretId and SecretKey, "
                 "plus TENCENTCLOUD_SESSION_TOKEN for a temporary key)")
 
-    def vod(self):
-        """Tencent's VodClient for this account, region and endpoint."""
+    def vod(self, timeout=None):
+        """Tencent's VodClient for this account, region and endpoint (`timeout`: seconds per request)."""
         self.check_credentials()
         cred = credential.Credential(self.secret_id, self._secret_key, self._token)
         http = HttpProfile(protocol=self.api_protocol, endpoint=self.api_endpoint)
+        if timeout is not None:
+            http.reqTimeout = timeout
         return vod_client.VodClient(cred, self.region, ClientProfile(httpProfile=http))
 
     def cos(self, temp: TempCredentials, cos_region):
