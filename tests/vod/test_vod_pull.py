@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from factories import new_file_upload
@@ -198,7 +198,7 @@ def test_a_database_outage_confirms_only_what_is_stored_or_spooled_and_loses_not
     finally:
         consumer.stop.set()
         runner.join(30)
-    spool.drain(db.writer(served), served.config["RECEIVER_SPOOL_DIR"])
+    spool.drain(served)
 
     stored = _stored(app)
     assert set(stored) == {_dedup_key(b) for b in bodies}
