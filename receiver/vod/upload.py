@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from qcloud_cos.cos_exception import CosClientError, CosServiceError
@@ -47,11 +47,19 @@ _HASH_CHUNK = 1024 * 1024
 # The steps an upload fails at, in order.
 STEPS = ("check", "resume", "apply", "cos", "commit")
 IN_PROGRESS = ("started", "stored")
-# The uploads table, written with Core statements: the ORM's first query in a process (mapper
-# configuration, statement compilation, merge's extra SELECT) cost 100-250 ms per upload,
-# more than the whole transfer of an 8 MB file. The rows themselves are still Upload objects.
+# The uploads table, written with Core statements on plain row objects: the ORM's first use in
+# a process (configuring every mapper, compiling ORM statements, merge's extra SELECT) cost
+# 100-250 ms per upload, more than the whole transfer of an 8 MB file.
 _TABLE = Upload.__table__
 _COLUMNS = tuple(column.key for column in _TABLE.columns)
+
+
+class _Row:
+    """One `uploads` row as the uploader holds it: an attribute per column."""
+
+    def __init__(self, **values):
+        for key in _COLUMNS:
+            setattr(self, key, values.get(key))
 
 
 class UploadError(Exception):
@@ -79,8 +87,13 @@ class UploadResult:
     media_url: str
     cover_url: str | None
     source_context: str
-    record: Upload
+    row: _Row = field(repr=False)
     resumed: bool = False
+
+    @property
+    def record(self) -> Upload:
+        """The `uploads` row as an Upload (in no session), made when first asked for."""
+        return Upload(**vars(self.row))
 
 
 def generate_source_context():
@@ -170,7 +183,7 @@ class Uploader:
 
     def _start(self, path, source_context, options):
         now = utcnow()
-        row = Upload(state="started", started_at=now, updated_at=now, file_path=path,
+        row = _Row(state="started", started_at=now, updated_at=now, file_path=path,
                      file_name=os.path.basename(path), source_context=source_context,
                      source_context_generated=False, api_region=self.client.region,
                      part_size=self.client.part_size_mb * 1024 * 1024, resumes=0, **options)
@@ -203,7 +216,7 @@ class Uploader:
     def _resumable(self, new):
         # An unfinished upload of this very file with the same asks, newest first.
         with self.sessions() as session, session.begin():
-            candidates = [row for row in (Upload(**values) for values in session.execute(
+            candidates = [row for row in (_Row(**values) for values in session.execute(
                 select(_TABLE).where(_TABLE.c.file_path == new.file_path,
                                      _TABLE.c.file_size == new.file_size,
                                      _TABLE.c.file_mtime_ns == new.file_mtime_ns,
