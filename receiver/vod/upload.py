@@ -2,8 +2,8 @@
 
 Every upload carries a SourceContext (given, or a generated correlation key), so the
 NewFileUpload callback it causes can be found again whichever arrives first: the callback or
-CommitUpload's answer. The row is written before anything is sent and moved on after each
-step, so a run that is killed can be resumed by running it again: the row is found by the file
+CommitUpload's answer. The row is written with ApplyUpload's answer (or the failure) and moved
+on after each step, so a run that is killed can be resumed by running it again: the row is found by the file
 (path, size, mtime, and SHA-256 once known), ApplyUpload's session is reused while its temporary
 credentials last, and COS's own multipart resume sends only the parts it does not have yet.
 """
@@ -210,7 +210,9 @@ class Uploader:
             return earlier
         if row.source_context is None:
             row.source_context, row.source_context_generated = generate_source_context(), True
-        self._insert(row)
+        # Not inserted yet: the row is written with ApplyUpload's answer, in one commit (each
+        # is an fsync). A run killed before that has sent nothing but ApplyUpload, whose
+        # session no COS byte went to: a re-run starts over either way.
         return row
 
     def _resumable(self, new):
@@ -286,7 +288,11 @@ class Uploader:
             row.session_expires_at = datetime.fromtimestamp(cert.ExpiredTime, timezone.utc)
             row.updated_at = utcnow()
 
-        self._save(row, opened)
+        if row.id is None:
+            opened(row)
+            self._insert(row)
+        else:
+            self._save(row, opened)
 
     def _store(self, row, progress, hashing):
         temp = TempCredentials(row.temp_secret_id, row.temp_secret_key, row.temp_token)
@@ -348,7 +354,11 @@ class Uploader:
             row.file_sha256 = sha256
             _mark_failed(row, step, code, message, utcnow())
 
-        self._save(row, failed)
+        if row.id is None:  # failed at ApplyUpload: the row's first write
+            failed(row)
+            self._insert(row)
+        else:
+            self._save(row, failed)
         return UploadError(step, code, message, row.id)
 
     def _record_refusal(self, row, exc):
