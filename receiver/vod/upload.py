@@ -3,9 +3,10 @@
 Every upload carries a SourceContext (given, or a generated correlation key), so the
 NewFileUpload callback it causes can be found again whichever arrives first: the callback or
 CommitUpload's answer. The row is written with ApplyUpload's answer (or the failure) and moved
-on after each step, so a run that is killed can be resumed by running it again: the row is found by the file
-(path, size, mtime, and SHA-256 once known), ApplyUpload's session is reused while its temporary
-credentials last, and COS's own multipart resume sends only the parts it does not have yet.
+on after each step, so a run that is killed can be resumed by running it again: the row is
+found by the file (path, size, mtime, and SHA-256 once known), ApplyUpload's session is reused
+while its temporary credentials last, and COS's own multipart resume sends only the parts it
+does not have yet.
 """
 import gc
 import hashlib
