@@ -289,7 +289,7 @@ SETTINGS = (
     Setting("VOD_REGION", text, "ap-guangzhou", "ap-guangzhou", "the VOD API's region", scope="vod"),
     Setting("VOD_SUB_APP_ID", whole_number(1, 2**63 - 1), None, "1500000000", "the VOD application",
             scope="vod"),
-    Setting("VOD_UPLOAD_PART_SIZE_MB", whole_number(1, 5120), 5, "8",
+    Setting("VOD_UPLOAD_PART_SIZE_MB", whole_number(1, 5120), 8, "8",
             "one PUT up to this size, else parts of it (MB)", scope="vod"),
     Setting("VOD_UPLOAD_THREADS", whole_number(1, 64), 4, "4", "upload parts sent at once", scope="vod"),
     Setting("RECEIVER_BENCH_POSTGRES_URL", database_url, None,

@@ -87,7 +87,7 @@ class Client:
     """
 
     def __init__(self, secret_id=None, secret_key=None, token=None, *, region=DEFAULT_REGION,
-                 api_endpoint=None, cos_endpoint=None, sub_app_id=None, part_size_mb=5,
+                 api_endpoint=None, cos_endpoint=None, sub_app_id=None, part_size_mb=8,
                  threads=4, retry=RetryPolicy()):
         self.secret_id = secret_id or None
         self._secret_key = secret_key or None

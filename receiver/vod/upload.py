@@ -2,21 +2,24 @@
 
 Every upload carries a SourceContext (given, or a generated correlation key), so the
 NewFileUpload callback it causes can be found again whichever arrives first: the callback or
-CommitUpload's answer. The row is written before anything is sent and moved on after each
-step, so a run that is killed can be resumed by running it again: the row is found by the file
-(path, size, mtime, SHA-256), ApplyUpload's session is reused while its temporary credentials
-last, and COS's own multipart resume sends only the parts it does not have yet.
+CommitUpload's answer. The row is written with ApplyUpload's answer (or the failure) and moved
+on after each step, so a run that is killed can be resumed by running it again: the row is
+found by the file (path, size, mtime, and SHA-256 once known), ApplyUpload's session is reused
+while its temporary credentials last, and COS's own multipart resume sends only the parts it
+does not have yet.
 """
+import gc
 import hashlib
 import logging
 import os
 import stat
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from qcloud_cos.cos_exception import CosClientError, CosServiceError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.vod.v20180717 import models as vod_models
 
@@ -45,6 +48,19 @@ _HASH_CHUNK = 1024 * 1024
 # The steps an upload fails at, in order.
 STEPS = ("check", "resume", "apply", "cos", "commit")
 IN_PROGRESS = ("started", "stored")
+# The uploads table, written with Core statements on plain row objects: the ORM's first use in
+# a process (configuring every mapper, compiling ORM statements, merge's extra SELECT) cost
+# 100-250 ms per upload, more than the whole transfer of an 8 MB file.
+_TABLE = Upload.__table__
+_COLUMNS = tuple(column.key for column in _TABLE.columns)
+
+
+class _Row:
+    """One `uploads` row as the uploader holds it: an attribute per column."""
+
+    def __init__(self, **values):
+        for key in _COLUMNS:
+            setattr(self, key, values.get(key))
 
 
 class UploadError(Exception):
@@ -72,8 +88,13 @@ class UploadResult:
     media_url: str
     cover_url: str | None
     source_context: str
-    record: Upload
+    row: _Row = field(repr=False)
     resumed: bool = False
+
+    @property
+    def record(self) -> Upload:
+        """The `uploads` row as an Upload (in no session), made when first asked for."""
+        return Upload(**vars(self.row))
 
 
 def generate_source_context():
@@ -112,6 +133,12 @@ class Uploader:
         # The uploader is not answering VOD within 5 s like the callback path: it can wait
         # for a busy SQLite writer far longer than RECEIVER_DB_TIMEOUT_MS.
         engine = make_engine(database_url, timeout_ms=30000)
+        # What is loaded by now (the SDKs' modules: ~100,000 objects, most of them Tencent's
+        # VOD API models) stays for the life of the process. Frozen, the collector no longer
+        # walks it: a full collection falling inside an upload otherwise cost 100-500 ms,
+        # more than sending an 8 MB file. Done here, where a process sets up to upload, not
+        # in __init__: an application embedding the Uploader keeps its collector as it is.
+        gc.freeze()
         uploader = cls(client, sessionmaker(engine, expire_on_commit=False), notice)
         uploader._engine = engine
         return uploader
@@ -134,18 +161,22 @@ class Uploader:
                        cover_path=os.path.abspath(cover) if cover else None)
         row = self._start(path, source_context, options)
         resumed = row.resumes > 0
+        # The SHA-256 is computed while the file uploads, on a thread of its own (hashlib lets
+        # go of the GIL): read first, it added a whole pass over the file (seconds for 1 GB)
+        # before the first byte was sent. It is stored with the step that ends the transfer.
+        hashing = _Hasher(path) if row.file_sha256 is None else None
         try:
             if row.vod_session_key is None:
                 self._apply(row)
             if row.state == "started":
-                self._store(row, progress)
+                self._store(row, progress, hashing)
             elif progress:
                 progress(row.file_size, row.file_size)
-            self._commit(row)
+            self._commit(row, hashing)
         except (TencentCloudSDKException, CosServiceError, CosClientError, OSError) as exc:
             step = "commit" if row.state == "stored" else ("apply" if row.vod_session_key is None
                                                            else "cos")
-            raise self._fail(row, step, *_describe(exc)) from exc
+            raise self._fail(row, step, *_describe(exc), hashing) from exc
         return UploadResult(row.id, row.file_id, row.media_url, row.cover_url,
                             row.source_context, row, resumed)
 
@@ -153,7 +184,7 @@ class Uploader:
 
     def _start(self, path, source_context, options):
         now = utcnow()
-        row = Upload(state="started", started_at=now, updated_at=now, file_path=path,
+        row = _Row(state="started", started_at=now, updated_at=now, file_path=path,
                      file_name=os.path.basename(path), source_context=source_context,
                      source_context_generated=False, api_region=self.client.region,
                      part_size=self.client.part_size_mb * 1024 * 1024, resumes=0, **options)
@@ -169,50 +200,62 @@ class Uploader:
                 self.client.check_credentials()
             except MissingCredentials as exc:
                 raise UploadRefused("check", "CredentialsMissing", str(exc)) from None
-            row.file_size, row.file_mtime_ns, row.file_sha256 = _examine(path)
+            row.file_size, row.file_mtime_ns = _examine(path)
             if options["cover_path"]:
                 _check_cover(options["cover_path"])
+            earlier = self._resumable(row)
         except UploadRefused as exc:
             exc.upload_id = self._record_refusal(row, exc)
             raise
-        earlier = self._resumable(row)
         if earlier is not None:
             return earlier
         if row.source_context is None:
             row.source_context, row.source_context_generated = generate_source_context(), True
-        with self.sessions() as session, session.begin():
-            session.add(row)
+        # Not inserted yet: the row is written with ApplyUpload's answer, in one commit (each
+        # is an fsync). A run killed before that has sent nothing but ApplyUpload, whose
+        # session no COS byte went to: a re-run starts over either way.
         return row
 
     def _resumable(self, new):
         # An unfinished upload of this very file with the same asks, newest first.
         with self.sessions() as session, session.begin():
-            candidates = session.scalars(
-                select(Upload).where(Upload.file_sha256 == new.file_sha256,
-                                     Upload.file_path == new.file_path,
-                                     Upload.file_size == new.file_size,
-                                     Upload.file_mtime_ns == new.file_mtime_ns,
-                                     Upload.state.in_(IN_PROGRESS))
-                .order_by(Upload.id.desc())).all()
+            candidates = [row for row in (_Row(**values) for values in session.execute(
+                select(_TABLE).where(_TABLE.c.file_path == new.file_path,
+                                     _TABLE.c.file_size == new.file_size,
+                                     _TABLE.c.file_mtime_ns == new.file_mtime_ns,
+                                     _TABLE.c.state.in_(IN_PROGRESS))
+                .order_by(_TABLE.c.id.desc())).mappings()) if _same_asks(row, new)]
+            if any(row.file_sha256 is not None for row in candidates):
+                # Only a resume needs the hash before sending: an earlier run that knew it is
+                # resumed only if the bytes are still the same. A row without one was killed
+                # before its transfer ended; COS's resume checks each part it already has
+                # against the file (MD5) before keeping it, so changed bytes are sent again.
+                new.file_sha256 = _sha256(new.file_path)
+                candidates = [row for row in candidates
+                              if row.file_sha256 in (None, new.file_sha256)]
             for row in candidates:
-                if not _same_asks(row, new):
-                    continue
                 now = utcnow()
                 if row.vod_session_key is not None and \
                         row.session_expires_at - RESUME_MARGIN <= now:
                     # COS and VOD would refuse the old credentials: give the row up cleanly
                     # and start again from ApplyUpload.
-                    _mark_failed(row, "resume", "SessionExpired",
-                                 f"ApplyUpload's session expired at "
-                                 f"{row.session_expires_at:%Y-%m-%d %H:%M:%S} UTC before the "
-                                 "upload finished; started over", now)
+                    _update(session, row, lambda row: _mark_failed(
+                        row, "resume", "SessionExpired",
+                        f"ApplyUpload's session expired at "
+                        f"{row.session_expires_at:%Y-%m-%d %H:%M:%S} UTC before the "
+                        "upload finished; started over", now))
                     self.notice(f"upload {row.id}: its VOD session expired; starting over")
                     if new.source_context is None:  # the upload keeps its correlation key
                         new.source_context = row.source_context
                         new.source_context_generated = row.source_context_generated
                     continue
-                row.resumes += 1
-                row.updated_at = now
+
+                def resumed(row):
+                    row.resumes += 1
+                    row.updated_at = now
+                    row.file_sha256 = row.file_sha256 or new.file_sha256
+
+                _update(session, row, resumed)
                 where = "committing" if row.state == "stored" else "resuming"
                 self.notice(f"upload {row.id}: {where} the interrupted upload of {row.file_name}")
                 return row
@@ -246,9 +289,13 @@ class Uploader:
             row.session_expires_at = datetime.fromtimestamp(cert.ExpiredTime, timezone.utc)
             row.updated_at = utcnow()
 
-        self._save(row, opened)
+        if row.id is None:
+            opened(row)
+            self._insert(row)
+        else:
+            self._save(row, opened)
 
-    def _store(self, row, progress):
+    def _store(self, row, progress, hashing):
         temp = TempCredentials(row.temp_secret_id, row.temp_secret_key, row.temp_token)
         cos = self.client.cos(temp, row.cos_region)
         part_mb = max(1, row.part_size // (1024 * 1024))
@@ -273,19 +320,25 @@ class Uploader:
             progress(row.file_size, row.file_size)  # one PUT: upload_file reports nothing
         if row.cover_path and row.cover_storage_path:
             retrying(put, row.cover_path, row.cover_storage_path, None)
+        sha256 = hashing.result() if hashing else row.file_sha256
+
         def stored(row):
             row.state, row.stored_at = "stored", utcnow()
             row.updated_at = row.stored_at
+            row.file_sha256 = sha256
 
         self._save(row, stored)
 
-    def _commit(self, row):
+    def _commit(self, row, hashing):
         request = vod_models.CommitUploadRequest()
         request.VodSessionKey = row.vod_session_key
         if row.sub_app_id is not None:
             request.SubAppId = row.sub_app_id
         response = self.client.call("CommitUpload", request)
+        sha256 = row.file_sha256 or (hashing.result() if hashing else None)
+
         def committed(row):
+            row.file_sha256 = sha256
             row.state, row.committed_at = "committed", utcnow()
             row.updated_at = row.committed_at
             row.file_id, row.media_url = response.FileId, response.MediaUrl
@@ -294,8 +347,19 @@ class Uploader:
 
         self._save(row, committed)
 
-    def _fail(self, row, step, code, message):
-        self._save(row, lambda row: _mark_failed(row, step, code, message, utcnow()))
+    def _fail(self, row, step, code, message, hashing=None):
+        # The hash if it is done: a failed row is never resumed, so it is not waited for.
+        sha256 = row.file_sha256 or (hashing.digest if hashing else None)
+
+        def failed(row):
+            row.file_sha256 = sha256
+            _mark_failed(row, step, code, message, utcnow())
+
+        if row.id is None:  # failed at ApplyUpload: the row's first write
+            failed(row)
+            self._insert(row)
+        else:
+            self._save(row, failed)
         return UploadError(step, code, message, row.id)
 
     def _record_refusal(self, row, exc):
@@ -305,19 +369,35 @@ class Uploader:
         if row.media_type is not None and len(row.media_type) > 64:
             row.media_type = row.media_type[:64]
         _mark_failed(row, exc.step, exc.code, exc.message, row.started_at)
-        with self.sessions() as session, session.begin():
-            session.add(row)
+        self._insert(row)
         return row.id
 
+    def _insert(self, row):
+        # Columns left None are left out, so the table's defaults (resumes, …) apply.
+        values = {key: value for key in _COLUMNS if (value := getattr(row, key)) is not None}
+        with self.sessions() as session, session.begin():
+            row.id = session.execute(_TABLE.insert().values(values)).inserted_primary_key[0]
+
     def _save(self, row, change):
-        # Apply `change` to the stored row in a transaction of its own, then copy the result
-        # onto the caller's (detached) object while the session can still load attributes.
-        with self.sessions() as session:
-            with session.begin():
-                merged = session.merge(row)
-                change(merged)
-            for column in Upload.__table__.columns:
-                setattr(row, column.key, getattr(merged, column.key))
+        """Apply `change` to `row` and store what it changed, in a transaction of its own."""
+        # If the write fails, `row` is put back as it was: it always says what the table holds.
+        before = {key: getattr(row, key) for key in _COLUMNS}
+        try:
+            with self.sessions() as session, session.begin():
+                _update(session, row, change)
+        except BaseException:
+            for key, value in before.items():
+                setattr(row, key, value)
+            raise
+
+
+def _update(session, row, change):
+    # Only the columns `change` touched are written.
+    before = {key: getattr(row, key) for key in _COLUMNS}
+    change(row)
+    changed = {key: value for key in _COLUMNS if (value := getattr(row, key)) != before[key]}
+    if changed:
+        session.execute(update(_TABLE).where(_TABLE.c.id == row.id).values(changed))
 
 
 def _mark_failed(row, step, code, message, when):
@@ -342,7 +422,7 @@ def _same_asks(row, new):
 
 
 def _examine(path):
-    # Size, mtime and SHA-256 of the file, read in chunks: memory stays flat whatever its size.
+    # Size and mtime of the file, and that it can be read: refused before anything is sent.
     try:
         with open(path, "rb") as file:
             info = os.fstat(file.fileno())
@@ -350,9 +430,7 @@ def _examine(path):
                 raise UploadRefused("check", "NotAFile", f"{path} is not a regular file")
             if info.st_size == 0:
                 raise UploadRefused("check", "EmptyFile", f"{path} is empty; VOD takes no empty files")
-            digest = hashlib.sha256()
-            while chunk := file.read(_HASH_CHUNK):
-                digest.update(chunk)
+            file.read(1)
     except FileNotFoundError:
         raise UploadRefused("check", "FileNotFound", f"{path}: no such file") from None
     except IsADirectoryError:
@@ -361,7 +439,43 @@ def _examine(path):
         raise UploadRefused("check", "FileUnreadable", f"{path}: permission denied") from None
     except OSError as exc:
         raise UploadRefused("check", "FileUnreadable", f"{path}: {exc.strerror or exc}") from None
-    return info.st_size, info.st_mtime_ns, digest.hexdigest()
+    return info.st_size, info.st_mtime_ns
+
+
+def _sha256(path):
+    # Read in chunks: memory stays flat whatever the file's size.
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise UploadRefused("check", "FileUnreadable", f"{path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+class _Hasher(threading.Thread):
+    """The SHA-256 of a file, computed on a thread of its own while the file is sent."""
+
+    def __init__(self, path):
+        # A daemon: Ctrl-C ends the command at once, not after the hash of a large file.
+        super().__init__(name="vodr-upload-sha256", daemon=True)
+        self.path, self.digest, self.error = path, None, None
+        self.start()
+
+    def run(self):
+        """Hash the file; keep the error if it cannot be read."""
+        try:
+            self.digest = _sha256(self.path)
+        except UploadRefused as exc:
+            self.error = exc
+
+    def result(self):
+        """The hex digest, once done; an OSError if the file could not be read."""
+        self.join()
+        if self.error is not None:
+            raise OSError(self.error.message)
+        return self.digest
 
 
 def _check_media_type(media_type, path):
