@@ -64,7 +64,7 @@ def main(argv=None):
     template.write_bytes(_template(sample))
     try:
         for kind in databases:
-            with _database(kind, scratch) as url:
+            with database(kind, scratch) as url:
                 summaries.append(_bench_database(kind, url, template, scratch / kind, options))
     except BaseException:
         print(f"benchmark failed; the servers' logs are kept in {scratch}", file=sys.stderr)
@@ -312,7 +312,9 @@ def _wait_until_up(url, timeout=30):
 
 
 @contextmanager
-def _database(kind, scratch):
+def database(kind, scratch, name=BENCH_DATABASE):
+    """A benchmark database: a SQLite file in `scratch`, or `name` made afresh on the PostgreSQL
+    server of RECEIVER_BENCH_POSTGRES_URL and dropped afterwards; yields its URL."""
     if kind == "sqlite":
         yield f"sqlite:///{scratch / 'bench.db'}"
         return
@@ -320,12 +322,12 @@ def _database(kind, scratch):
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-        yield server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

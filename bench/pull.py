@@ -15,16 +15,16 @@ import multiprocessing
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from receiver import create_app, db
 from receiver.models import Event
 from receiver.vod.client import Client
 from receiver.vod.pull import Consumer
+
+from .ingest import database
 
 BENCH_DATABASE = "vodr_bench_pull"
 GOAL = 1000  # events/s
@@ -42,7 +42,7 @@ def main(argv=None):
     logging.getLogger("receiver").setLevel(logging.WARNING)  # no line per batch on the terminal
     for kind in databases:
         with tempfile.TemporaryDirectory(prefix="vodr-bench-pull-") as scratch, \
-                _database(kind, Path(scratch)) as url:
+                database(kind, Path(scratch), BENCH_DATABASE) as url:
             _run(kind, url, Path(scratch), options.events, options.workers)
 
 
@@ -112,22 +112,6 @@ def _emulator(count, ready, done):
         done.wait()
 
 
-@contextmanager
-def _database(kind, scratch):
-    if kind == "sqlite":
-        yield f"sqlite:///{scratch / 'bench.db'}"
-        return
-    server = make_url(os.environ["RECEIVER_BENCH_POSTGRES_URL"])
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-        yield server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":
