@@ -1,13 +1,18 @@
-"""A TCP forwarder on loopback that a test can cut and restore, to take a database away."""
+"""A TCP forwarder on loopback that a test can cut and restore, to take a database away, or slow
+down, to catch an upload mid-way."""
 import socket
 import threading
+import time
 
 
 class Proxy:
-    """Forwards 127.0.0.1:<port> to `target`; `cut()` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to `target`; `cut()` drops every connection and refuses new ones.
 
-    def __init__(self, target):
-        self.target = target
+    With `rate`, each direction of each connection is held to that many bytes a second.
+    """
+
+    def __init__(self, target, rate=None):
+        self.target, self.rate = target, rate
         self.port = None
         self._server = None
         self._conns = []
@@ -52,10 +57,11 @@ class Proxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src, dst):
+    def _pipe(self, src, dst):
         try:
-            while data := src.recv(65536):
+            while data := src.recv(16384 if self.rate else 65536):
+                if self.rate:
+                    time.sleep(len(data) / self.rate)
                 dst.sendall(data)
         except OSError:
             pass

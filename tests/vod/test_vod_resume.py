@@ -7,9 +7,10 @@ import time
 
 from sqlalchemy import func, select
 
+from netproxy import Proxy
 from receiver import db
 from receiver.models import Event, Upload
-from vod_upload_fixtures import (Throttle, cli_env, emu, linked, make_emu,  # noqa: F401
+from vod_upload_fixtures import (cli_env, emu, linked, make_emu,  # noqa: F401
                                  receiver_url, wait_until, write_file)
 
 PARTS = 24
@@ -28,7 +29,7 @@ def _kill_midway(emu, database_url, path, tmp_path, signum=signal.SIGKILL):
     """Start `vod-receiver upload` through a slow COS link and kill it once parts are in."""
     # About 1.5 MB/s per connection: the 24 parts take several seconds, so the kill lands
     # with some parts stored and some not.
-    throttle = Throttle(("127.0.0.1", emu.port), rate=1.5 * 1024 * 1024).start()
+    throttle = Proxy(("127.0.0.1", emu.port), rate=1.5 * 1024 * 1024).start()
     env = cli_env(database_url, emu, cos_endpoint=f"http://127.0.0.1:{throttle.port}")
     with open(tmp_path / "first.log", "wb") as log:
         process = subprocess.Popen(_upload_command(path), cwd=tmp_path, env=env,

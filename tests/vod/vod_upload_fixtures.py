@@ -5,14 +5,12 @@ module could collide with another folder's).
 """
 import hashlib
 import os
-import socket
 import threading
 import time
 
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from netproxy import Proxy
 from receiver import db, queries
 from receiver.emulator import Emulator
 from receiver.vod.client import Client, RetryPolicy
@@ -124,27 +122,6 @@ def get_upload(app, upload_id):
 def sent(emu):
     """How many requests of any kind the emulator received."""
     return sum(emu.state.requests.values())
-
-
-class Throttle(Proxy):
-    """The loopback forwarder of tests/netproxy.py, slowed to `rate` bytes/s per connection."""
-
-    def __init__(self, target, rate):
-        super().__init__(target)
-        self.rate = rate
-
-    def _pipe(self, src, dst):
-        try:
-            while data := src.recv(16384):
-                time.sleep(len(data) / self.rate)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
 
 def cli_env(database_url, emu, cos_endpoint=None, **extra):
