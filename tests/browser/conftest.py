@@ -5,8 +5,8 @@ and a real headless Chromium driven by Playwright.
 The browser is Debian's `chromium` package: Playwright's own browser download cannot be reached
 from our machines, so it is pointed at the system binary. Without playwright or without a
 Chromium that starts, the tests skip with the reason, except in CI (CI=true), where they fail.
-One server, one worker and one browser serve every test of a module; each test gets a fresh
-browser context (no cookies).
+One server and one worker per module and database (the suite's SQLite and PostgreSQL), one
+browser for the session; each test gets a fresh browser context (no cookies).
 """
 import json
 import os
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
 
-from receiver import db, samples
-from receiver.models import Event, HandlerAttempt, HandlerState
+from receiver import samples
+from receiver.models import Base, Event, HandlerAttempt, HandlerState, Rejection
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -85,23 +86,19 @@ class Site:
     """The running receiver: its URL, database, the hooks' folder and what was posted to it."""
 
     url: str
-    database_url: str
+    engine: Engine
     hooks_dir: Path
     token: str = TOKEN
+    refused: bytes = REFUSED
+    rejection_id: int = None
     bodies: dict = field(default_factory=dict)  # SourceContext (or sample name) -> exact bytes
     event_ids: dict = field(default_factory=dict)  # the same keys -> event id
     posted: dict = field(default_factory=dict)  # ledger figures: events, duplicates, rejections…
 
-    def engine(self):
-        return create_engine(self.database_url)
-
     def scalars(self, statement):
-        engine = self.engine()
-        try:
-            with engine.connect() as conn:
-                return list(conn.scalars(statement))
-        finally:
-            engine.dispose()
+        """The rows of a one-column query on the site's database, as a list."""
+        with self.engine.connect() as conn:
+            return list(conn.scalars(statement))
 
 
 def _start(args, env, log, wait_for=None):
@@ -134,22 +131,24 @@ def _stop(process):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """`vod-receiver serve` (admin page on) and `vod-receiver work` on a SQLite database holding
-    the posted callbacks; one upload's handler has failed once and waits for a replay."""
+def site(database_url, tmp_path_factory):
+    """`vod-receiver serve` (admin page on) and `vod-receiver work` on the test database (SQLite,
+    then PostgreSQL) holding the posted callbacks; one upload's handler failed and awaits a replay."""
     folder = tmp_path_factory.mktemp("site")
     hooks_dir = folder / "hooks"
     hooks_dir.mkdir()
     (hooks_dir / "fail").write_text("")
-    database_url = f"sqlite:///{folder / 'receiver.db'}"
-    db.upgrade(database_url)
+    engine = create_engine(database_url)
+    with engine.begin() as conn:  # the session's database: other tests left rows in it
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
     port = _free_port()
     # This checkout first, then the hooks: the subprocesses run the code under test.
     path = os.pathsep.join(filter(None, [str(ROOT), str(HERE), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "RECEIVER_DATABASE_URL": database_url,
            "RECEIVER_SPOOL_DIR": str(folder / "spool"), "RECEIVER_ADMIN_TOKENS": TOKEN,
            "RECEIVER_LOG_FORMAT": "text"}
-    site = Site(f"http://127.0.0.1:{port}", database_url, hooks_dir)
+    site = Site(f"http://127.0.0.1:{port}", engine, hooks_dir)
     server = _start(["serve", "--no-migrate"], {**env, "RECEIVER_WORKERS": "2", "RECEIVER_BIND": f"127.0.0.1:{port}"},
                     folder / "serve.log", wait_for=f"{site.url}/livez")
     worker = None
@@ -165,11 +164,10 @@ def site(tmp_path_factory):
         assert answers == [200] * (len(site.bodies) + 1) + [400], answers
         site.posted = {"events": len(site.bodies), "duplicates": 1, "rejections": 1,
                        "deliveries": len(site.bodies) + 2, "rejections-invalid_json": 1}
-        engine = site.engine()
         with engine.connect() as conn:
             for key, body in site.bodies.items():
                 site.event_ids[key] = conn.scalar(select(Event.id).where(Event.body == body))
-        engine.dispose()
+            site.rejection_id = conn.scalar(select(Rejection.id))
         assert all(site.event_ids.values()), site.event_ids
 
         # A long backoff: the failed upload stays failed until the test replays it.
@@ -188,6 +186,7 @@ def site(tmp_path_factory):
         if worker is not None:
             _stop(worker)
         _stop(server)
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,183 @@
+"""The operator page (/admin/) in a real headless Chromium: sign in, the overview's numbers, the
+event list's filter, an event's exact body, replaying a failed handler, the CSRF refusal, signing
+out, labelled form fields, and reading without JavaScript.
+
+The screenshots in docs/screenshots/ are written by these tests.
+"""
+import json
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import func, select
+
+from browser_hooks import FAILING
+from receiver.models import HandlerAttempt, HandlerState, Replay
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+FIELDS = "input:not([type=hidden]):not([type=submit]):not([type=button]):not([type=reset]), select, textarea"
+
+
+def assert_labelled(page):
+    """Every form field on the page has a <label for> naming it, or an aria-label."""
+    unlabelled = []
+    for field in page.locator(FIELDS).all():
+        field_id, aria = field.get_attribute("id"), field.get_attribute("aria-label")
+        if not (aria or field_id and page.locator(f'label[for="{field_id}"]').count()):
+            unlabelled.append(field.get_attribute("name") or field_id)
+    assert unlabelled == [], f"form fields without a label on {page.url}: {unlabelled}"
+
+
+def visit(page, path):
+    """Open `path` (expecting a page, not an error) and check its form fields are labelled."""
+    response = page.goto(path)
+    assert response.status == 200, (path, response.status, page.inner_text("body")[:500])
+    assert_labelled(page)
+    return response
+
+
+def metric(page, name):
+    """The number shown by the overview's element data-metric=`name`."""
+    return int(page.locator(f'[data-metric="{name}"]').inner_text().strip().replace(",", ""))
+
+
+def rows(page, table):
+    """The body rows of the table with id `table`."""
+    return page.locator(f"#{table} tbody tr")
+
+
+def test_signing_in_leads_back_to_the_page_asked_for(browse, site, sign_in):
+    page = browse()
+    page.goto("/admin/events?source_context=order-a")
+    url = urlsplit(page.url)
+    assert url.path == "/admin/sign-in"
+    assert parse_qs(url.query)["next"][0].startswith("/admin/events")
+    assert_labelled(page)
+
+    assert sign_in(page, token="not-the-token", path=page.url).status == 401
+    assert "That token is not valid." in page.inner_text("body")
+
+    sign_in(page, path=page.url)
+    assert urlsplit(page.url).path == "/admin/events"
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "vodr_admin"]
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/admin")
+
+
+def test_the_overview_shows_what_was_posted(page, site):
+    visit(page, "/admin/")
+    for name, posted in site.posted.items():
+        assert metric(page, name) == posted, name
+    assert metric(page, "deliveries") == sum(metric(page, n) for n in ("events", "duplicates", "rejections"))
+    assert metric(page, "spool-depth") == 0
+    failed = len(site.scalars(select(HandlerState.event_id).where(HandlerState.state == "failed")))
+    assert metric(page, "handlers-failed") == failed
+    assert metric(page, "handlers-dead") == 0
+    charts = page.locator("svg")
+    assert charts.count() >= 2
+    assert all(chart.locator("title").count() for chart in charts.all())
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
+
+    # Each number links to the list behind it.
+    page.locator('[data-metric="events"]').click()
+    assert rows(page, "events").count() == site.posted["events"]
+    page.go_back()
+    page.locator('[data-metric="rejections-invalid_json"]').click()
+    assert parse_qs(urlsplit(page.url).query)["reason"] == ["invalid_json"]
+    assert rows(page, "rejections").count() == 1
+
+
+def test_events_are_filtered_by_source_context(page, site):
+    visit(page, "/admin/events")
+    assert rows(page, "events").count() == site.posted["events"]
+    page.get_by_label(re.compile("source.?context", re.I)).fill("order-b")
+    with page.expect_navigation():
+        page.get_by_label(re.compile("source.?context", re.I)).press("Enter")
+    assert parse_qs(urlsplit(page.url).query)["source_context"] == ["order-b"]
+    assert_labelled(page)
+    [row] = rows(page, "events").all()
+    assert "5285890784273533002" in row.inner_text()
+
+    row.get_by_role("link").first.click()
+    assert urlsplit(page.url).path == f"/admin/events/{site.event_ids['order-b']}"
+
+
+def test_an_event_page_shows_its_exact_body(page, site):
+    visit(page, f"/admin/events/{site.event_ids['order-a']}")
+    for heading in ("Fields", "Deliveries", "Headers", "Body", "Upload", "Handler attempts"):
+        assert page.get_by_role("heading", name=heading).count() == 1, heading
+    body = page.locator("pre#body").inner_text()
+    assert json.loads(body) == json.loads(site.bodies["order-a"])
+    assert "5285890784273533001" in body  # every digit of the FileId, not a float's
+    assert "2" in page.locator("section", has=page.get_by_role("heading", name="Deliveries")).inner_text()
+
+
+def test_a_refused_body_is_shown_byte_for_byte(page, site):
+    visit(page, "/admin/rejections")
+    [row] = rows(page, "rejections").all()
+    assert "invalid_json" in row.inner_text()
+    row.get_by_role("link").first.click()
+    assert urlsplit(page.url).path == f"/admin/rejections/{site.rejection_id}"
+    assert_labelled(page)
+    assert page.locator("pre#body").inner_text() == site.refused.decode()
+
+
+def test_replaying_a_failed_handler_shows_the_new_attempt(page, site):
+    event_id = site.event_ids[FAILING]
+    visit(page, f"/admin/events/{event_id}")
+    [attempt] = rows(page, "attempts").all()
+    assert "failed" in attempt.inner_text()
+    assert "told to fail" in page.locator("#attempts details").first.inner_text()
+
+    (site.hooks_dir / "fail").unlink()  # the handler is fixed
+    page.get_by_label("Reason").fill("browser test: the hook is fixed")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Replay").click()
+    assert urlsplit(page.url).path == f"/admin/events/{event_id}"
+    queued = re.search(r"Queued for the worker \(replay (\d+)\)", page.inner_text("body"))
+    assert queued, page.inner_text("body")[:1000]
+
+    for _ in range(600):  # until the worker's new attempt shows (bounded by the timeout below)
+        if "succeeded" in page.locator("#attempts").inner_text():
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    outcomes = [row.inner_text() for row in rows(page, "attempts").all()]
+    assert len(outcomes) == 2 and "succeeded" in outcomes[-1], outcomes
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "event.png", full_page=True)
+
+    visit(page, f"/admin/replays/{queued[1]}")
+    assert "browser test: the hook is fixed" in page.inner_text("body")
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_does_nothing(page, site):
+    event_id = site.event_ids["order-b"]
+    replays = site.scalars(select(func.count()).select_from(Replay))
+    attempts = site.scalars(select(func.count()).select_from(HandlerAttempt))
+    for form in ({"reason": "forged"}, {"reason": "forged", "csrf_token": "not-the-token"}):
+        response = page.request.post(f"/admin/events/{event_id}/replay", form=form, max_redirects=0)
+        assert response.status == 400
+        assert "Missing or wrong CSRF token" in response.text()
+    response = page.request.post("/admin/sign-out", form={}, max_redirects=0)
+    assert response.status == 400
+    assert site.scalars(select(func.count()).select_from(Replay)) == replays
+    assert site.scalars(select(func.count()).select_from(HandlerAttempt)) == attempts
+    assert visit(page, "/admin/").url.endswith("/admin/")  # still signed in
+
+
+def test_signing_out(page, site):
+    visit(page, "/admin/")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    assert urlsplit(page.url).path == "/admin/sign-in"
+    page.goto("/admin/")
+    assert urlsplit(page.url).path == "/admin/sign-in"
+
+
+def test_the_pages_read_without_javascript(browse, site, sign_in):
+    page = browse(java_script_enabled=False)
+    sign_in(page)
+    assert metric(page, "events") == site.posted["events"]
+    visit(page, f"/admin/events/{site.event_ids['order-a']}")
+    assert json.loads(page.locator("pre#body").inner_text()) == json.loads(site.bodies["order-a"])
