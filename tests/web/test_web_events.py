@@ -16,7 +16,7 @@ from receiver.models import HandlerState, Replay, utcnow
 
 def _ids(page, table="events"):
     body = re.search(rf'<table id="{table}">(.*?)</table>', page, re.S)
-    return [int(i) for i in re.findall(r'<td><a href="/admin/[a-z]+/(\d+)">', body.group(1))] if body else []
+    return [int(i) for i in re.findall(r'<tr>\s*<td><a href="/admin/[a-z]+/(\d+)">', body.group(1))] if body else []
 
 
 def _text(response):
