@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 
-from .models import Event, HandlerAttempt, HandlerState, Rejection, Replay, ReplayItem, Upload
+from .models import (TROUBLE, Event, HandlerAttempt, HandlerState, Rejection, Replay, ReplayItem,
+                     Upload)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -334,7 +335,6 @@ def count_events(session, filters, state=None, cap=10_000) -> int:
 
 
 # The handlers listing: an event's handler_states row with the event's type.
-TROUBLE_STATES = ("failed", "dead")
 HANDLER_SUMMARY = (HandlerState.event_id, HandlerState.state, HandlerState.attempts,
                    HandlerState.last_error, HandlerState.updated_at, HandlerState.due_at,
                    Event.event_type)
@@ -352,11 +352,11 @@ def list_handler_states(session, state=None, limit=DEFAULT_LIMIT, cursor=None) -
             terms += [HandlerState.due_at >= due_at,
                       or_(HandlerState.due_at > due_at, HandlerState.event_id > event_id)]
     else:
-        # The IN term is the partial index's own WHERE (ix_handler_states_trouble): SQLite uses
-        # a partial index only when the query repeats its condition.
+        # The partial index's own WHERE, as text (ix_handler_states_trouble): SQLite uses a
+        # partial index only when the query repeats its condition, literals and all.
         order = (HandlerState.updated_at.desc(), HandlerState.event_id.desc())
         key = "updated_at"
-        terms = [HandlerState.state.in_(TROUBLE_STATES)]
+        terms = [text(TROUBLE)]
         if state is not None:
             terms.append(HandlerState.state == state)
         if cursor is not None:

@@ -11,7 +11,7 @@ from flask import (Blueprint, current_app, g, redirect, render_template, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, NotFound
 
-from .. import admin, admin_schemas as schemas, queries, reparse
+from .. import admin, admin_schemas as schemas, overview as overview_counts, queries, reparse
 from ..db import get_session
 from ..handlers import replay
 from ..handlers.worker import linked_upload
@@ -115,9 +115,7 @@ def _server_error_page(exc):
 @bp.get("/")
 def overview():
     """The overview: the ledger, the backlog, the spool, uploads waiting, and two charts."""
-    from .. import overview as summary  # the lead's module: imported when the page is asked for
-
-    data = summary.summary(get_session(), current_app.config["RECEIVER_SPOOL_DIR"])
+    data = overview_counts.summary(get_session(), current_app.config["RECEIVER_SPOOL_DIR"])
     return render_template("overview.html", data=data, chart_hours=_chart_hours(data["hours"]),
                            chart_days=_chart_days(data["days"]))
 

@@ -274,3 +274,55 @@ def test_replays_are_listed_newest_first(app, client):
     assert page.index("second") < page.index("first")
     assert page.count(">web</td>") == 2
     assert client.get("/admin/replays/999999").status_code == 404
+
+
+# The overview.
+
+def _metric(page, name):
+    found = re.search(rf'<a data-metric="{re.escape(name)}" href="([^"]+)"[^>]*>([^<]*)</a>', page)
+    return found.group(2), found.group(1).replace("&amp;", "&")
+
+
+def test_the_overview_numbers_add_up_and_link_to_their_lists(app, client):
+    from factories import deliver
+    from receiver.models import utcnow
+
+    now = utcnow()
+    for n in (1, 2):
+        deliver(app, new_file_upload(f"f{n}"), received_at=now - timedelta(hours=n))
+    deliver(app, new_file_upload("f1"), received_at=now)  # a duplicate
+    _refused(app, b"nope", reason="invalid_json", received_at=now)
+    page = _text(client.get("/admin/"))
+    assert _metric(page, "deliveries")[0] == "4"
+    assert _metric(page, "events") == ("2", "/admin/events")
+    assert _metric(page, "duplicates")[0] == "1"
+    assert _metric(page, "rejections") == ("1", "/admin/rejections")
+    assert _metric(page, "rejections-invalid_json") == ("1", "/admin/rejections?reason=invalid_json")
+    assert _metric(page, "backlog") == ("2", "/admin/handlers?state=pending")
+    assert _metric(page, "handlers-dead") == ("0", "/admin/handlers?state=dead")
+    assert _metric(page, "handlers-failed") == ("0", "/admin/handlers?state=failed")
+    assert _metric(page, "uploads-waiting") == ("0", "/admin/uploads?status=waiting")
+    assert _metric(page, "spool-depth")[0] == "0"
+    assert _metric(page, "oldest-pending")[0].endswith(("h", "min"))
+
+
+def test_the_overview_charts_have_a_title_per_bar_and_a_hidden_table(app, client):
+    from factories import deliver
+    from receiver.models import utcnow
+
+    deliver(app, new_file_upload("f1"), received_at=utcnow())
+    page = _text(client.get("/admin/"))
+    for chart, bars in (("chart-hours", 24), ("chart-days", 30)):
+        svg = re.search(rf'<svg id="{chart}".*?</svg>', page, re.S).group(0)
+        assert svg.count('<g class="bar">') == bars
+        assert f'<title id="{chart}-title">' in svg
+        assert svg.count("callbacks (") == bars
+        table = re.search(rf'</svg>\s*<table class="visually-hidden">(.*?)</table>', page[page.index(svg):], re.S)
+        assert table.group(1).count('<th scope="row">') == bars
+    # The current hour and today hold the one event.
+    assert ": 1 callbacks (1 events, 0 duplicates, 0 rejections)</title>" in page
+
+
+def test_the_overview_is_one_page_with_main_nav_and_one_h1(client):
+    page = _text(client.get("/admin/"))
+    assert page.count("<h1") == 1 and "<main>" in page and "<nav" in page
