@@ -6,12 +6,13 @@ from datetime import timedelta
 import pytest
 from factories import T0, deliver, new_file_upload, upload, upload_record
 from sqlalchemy import select
-from webpage import TOKEN, anonymous, app, client, csrf  # noqa: F401 (fixtures)
 
 from receiver import db
 from receiver.handlers import Registry
 from receiver.handlers.worker import process_event
 from receiver.models import HandlerState, Replay, utcnow
+
+from .webpage import csrf
 
 
 def _ids(page, table="events"):

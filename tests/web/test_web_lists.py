@@ -6,7 +6,6 @@ from datetime import timedelta
 import pytest
 from factories import T0, new_file_upload, upload, upload_record
 from sqlalchemy import select
-from webpage import TOKEN, anonymous, app, client, csrf  # noqa: F401 (fixtures)
 
 from receiver import db, store
 from receiver.events import Refusal
@@ -15,6 +14,8 @@ from receiver.handlers.worker import process_event
 from receiver.models import Event, HandlerState, Rejection, Replay
 from receiver.store import Delivery
 from receiver.web import views
+
+from .webpage import TOKEN, csrf
 
 # A NewFileUpload whose CreateTime is a Unix number: refused as invalid_event before issue 12.
 ODD = json.loads(new_file_upload("f-odd", source_context="order-7"))
@@ -317,7 +318,7 @@ def test_the_overview_charts_have_a_title_per_bar_and_a_hidden_table(app, client
         assert svg.count('<g class="bar">') == bars
         assert f'<title id="{chart}-title">' in svg
         assert svg.count("callbacks (") == bars
-        table = re.search(rf'</svg>\s*<table class="visually-hidden">(.*?)</table>', page[page.index(svg):], re.S)
+        table = re.search(r'</svg>\s*<table class="visually-hidden">(.*?)</table>', page[page.index(svg):], re.S)
         assert table.group(1).count('<th scope="row">') == bars
     # The current hour and today hold the one event.
     assert ": 1 callbacks (1 events, 0 duplicates, 0 rejections)</title>" in page

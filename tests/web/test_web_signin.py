@@ -6,12 +6,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from factories import sample, upload
-from webpage import OTHER_TOKEN, TOKEN, anonymous, app, client, csrf  # noqa: F401 (fixtures)
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from receiver import create_app, db
 from receiver.models import Replay
 from receiver.web import signin
+
+from .webpage import OTHER_TOKEN, TOKEN, csrf
 
 PAGES = ["/admin/", "/admin/events", "/admin/events/1", "/admin/rejections", "/admin/rejections/1",
          "/admin/uploads", "/admin/uploads/1", "/admin/handlers", "/admin/replays",
