@@ -53,6 +53,9 @@ def test_since_keeps_only_recent_events(app, client):
     deliver(app, new_file_upload("new"), received_at=utcnow() - timedelta(minutes=5))
     for since, count in (("1h", 1), ("24h", 2), ("7d", 3)):
         assert len(_ids(_text(client.get("/admin/events", query_string={"since": since})))) == count
+    page = _text(client.get("/admin/events?since=24h"))
+    assert '<option value="24h" selected>last 24 hours</option>' in page
+    assert '<option value="1h">last hour</option>' in page
 
 
 @pytest.mark.parametrize("args, message", [
