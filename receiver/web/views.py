@@ -46,7 +46,7 @@ def sign_in():
         return render_template("signin.html", next=target, error="That token is not valid."), 401
     response = redirect(target, 303)
     response.set_cookie(signin.COOKIE, signin.open_session(tokens, token), max_age=signin.MAX_AGE,
-                        path="/admin", secure=request.is_secure, httponly=True, samesite="Strict")
+                        path="/admin", secure=_https(), httponly=True, samesite="Strict")
     return response
 
 
@@ -54,7 +54,7 @@ def sign_in():
 def sign_out():
     """Sign out: forget the session cookie."""
     response = redirect(url_for("web.sign_in"), 303)
-    response.delete_cookie(signin.COOKIE, path="/admin", secure=request.is_secure, httponly=True,
+    response.delete_cookie(signin.COOKIE, path="/admin", secure=_https(), httponly=True,
                            samesite="Strict")
     return response
 
@@ -421,6 +421,14 @@ def list_handlers():
 
 class _FilterError(ValueError):
     """A filter value the page cannot use; the message names the field, in one line."""
+
+
+def _https():
+    # Behind a proxy that ends TLS the request arrives as http (the app trusts X-Forwarded-For
+    # only). Believing X-Forwarded-Proto here is safe whoever sent it: a Secure cookie on plain
+    # http is only one the browser will not send back, a sign-in that does not stick.
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    return request.is_secure or "https" in (p.strip() for p in forwarded.lower().split(","))
 
 
 def _tokens():

@@ -75,9 +75,11 @@ def test_either_token_signs_in_and_goes_to_next(anonymous, token):
     assert anonymous.get("/admin/events").status_code == 200
 
 
-def test_the_cookie_is_secure_over_https(app):
+@pytest.mark.parametrize("https", [{"base_url": "https://localhost"},
+                                   {"headers": {"X-Forwarded-Proto": "https"}}])
+def test_the_cookie_is_secure_over_https_or_behind_a_tls_proxy(app, https):
     client = app.test_client()
-    response = client.post("/admin/sign-in", data={"token": TOKEN}, base_url="https://localhost")
+    response = client.post("/admin/sign-in", data={"token": TOKEN}, **https)
     assert "; Secure" in response.headers["Set-Cookie"]
 
 
