@@ -195,8 +195,9 @@ def confirm_replay():
     except _FilterError as exc:
         return render_template("replay_confirm.html", error=str(exc), count=None, args=args), 400
     count = queries.count_events(get_session(), filters, state, REPLAY_CAP)
+    back = url_for("web.list_events", **{k: v for k, v in args.items() if k != "state"})
     return render_template("replay_confirm.html", error=None, count=count, cap=REPLAY_CAP,
-                           args=args, hidden=_hidden(filters, state))
+                           args=args, hidden=_hidden(filters, state), events_url=back)
 
 
 @bp.post("/replay")

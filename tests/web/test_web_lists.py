@@ -255,7 +255,10 @@ def test_the_confirmation_filters_by_handler_state(troubled):
     app, ids = troubled
     client = app.test_client()
     client.post("/admin/sign-in", data={"token": TOKEN})
-    assert '<p id="count">1 event match.</p>' in _text(client.get("/admin/replay?state=dead"))
+    page = _text(client.get("/admin/replay?state=dead&event_type=NewFileUpload"))
+    assert '<p id="count">1 event match.</p>' in page
+    back = re.search(r'<a href="([^"]+)">Back to the events</a>', page).group(1)
+    assert back == "/admin/events?event_type=NewFileUpload"
     response = client.get("/admin/replay?state=asleep")
     assert response.status_code == 400
 
