@@ -52,6 +52,19 @@ def test_sign_in_form_is_labelled_and_sets_no_cookie(anonymous):
     assert "Set-Cookie" not in response.headers
 
 
+def test_a_wrong_token_keeps_where_to_go_after_signing_in(anonymous):
+    page = anonymous.get("/admin/sign-in?next=/admin/events%3Fsince%3D1h").get_data(as_text=True)
+    action = re.search(r'<form class="sign-in" method="post" action="([^"]+)">', page).group(1)
+    action = action.replace("&amp;", "&")
+    response = anonymous.post(action, data={"token": "wrong"})
+    assert response.status_code == 401
+    again = re.search(r'<form class="sign-in" method="post" action="([^"]+)">',
+                      response.get_data(as_text=True)).group(1).replace("&amp;", "&")
+    assert again == action
+    response = anonymous.post(again, data={"token": TOKEN})
+    assert response.headers["Location"] == "/admin/events?since=1h"
+
+
 @pytest.mark.parametrize("token", ["", "wrong", TOKEN[:-1], TOKEN + "x", f"{TOKEN},{OTHER_TOKEN}"])
 def test_a_wrong_token_gets_401_and_no_session(anonymous, token):
     response = anonymous.post("/admin/sign-in", data={"token": token})
