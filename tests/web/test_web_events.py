@@ -167,7 +167,9 @@ def test_handler_attempts_are_listed_with_the_traceback(make_app, app, client):
     attempts = re.search(r'<table id="attempts">(.*?)</table>', page, re.S).group(1)
     assert "test_web_events:" in attempts and "refuse" in attempts
     assert ">failed</td>" in attempts and "the transcoder said no" in attempts
-    assert re.search(r"<details><summary>Traceback</summary><pre>Traceback", attempts)
+    # The error opens onto its traceback.
+    assert re.search(r"<details><summary>RuntimeError: the transcoder said no</summary><pre>Traceback",
+                     attempts)
 
 
 def test_replay_queues_the_event_for_the_worker_and_says_so(app, client):
