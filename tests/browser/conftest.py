@@ -72,8 +72,7 @@ def _post(url, body):
         return exc.code
 
 
-def poll(condition, what, timeout=WAIT):
-    """Wait until condition() is true; fail saying `what` did not happen."""
+def _poll(condition, what, timeout=WAIT):
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -176,10 +175,10 @@ def site(database_url, tmp_path_factory):
                                    "RECEIVER_HANDLER_BACKOFF": "3600", "RECEIVER_HANDLER_POLL_INTERVAL": "0.1"},
                         folder / "work.log")
         failing = site.event_ids["order-fails"]
-        poll(lambda: site.scalars(select(HandlerAttempt.outcome).where(HandlerAttempt.event_id == failing))
+        _poll(lambda: site.scalars(select(HandlerAttempt.outcome).where(HandlerAttempt.event_id == failing))
              == ["failed"] or worker.poll() is not None, "the failing upload's first attempt")
         assert worker.poll() is None, (folder / "work.log").read_text()[-2000:]
-        poll(lambda: not site.scalars(select(HandlerState.event_id).where(HandlerState.state == "pending")),
+        _poll(lambda: not site.scalars(select(HandlerState.event_id).where(HandlerState.state == "pending")),
              "the worker settling every event")
         yield site
     finally:
@@ -208,6 +207,12 @@ def chromium():
     yield browser
     browser.close()
     playwright.stop()
+
+
+@pytest.fixture
+def poll():
+    """poll(condition, what): wait until condition() is true; fail saying `what` did not happen."""
+    return _poll
 
 
 @pytest.fixture
