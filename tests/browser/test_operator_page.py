@@ -41,6 +41,14 @@ def metric(page, name):
     return int(page.locator(f'[data-metric="{name}"]').inner_text().strip().replace(",", ""))
 
 
+def follow(page, link):
+    """Click `link` and wait for the page it leads to (count() and url do not wait by themselves)."""
+    with page.expect_navigation() as navigation:
+        link.click()
+    assert navigation.value.status == 200, (page.url, navigation.value.status)
+    return navigation.value
+
+
 def rows(page, table):
     """The body rows of the table with id `table`."""
     return page.locator(f"#{table} tbody tr")
@@ -84,10 +92,10 @@ def test_the_overview_shows_what_was_posted(page, site):
     page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
 
     # Each number links to the list behind it.
-    page.locator('[data-metric="events"]').click()
+    follow(page, page.locator('[data-metric="events"]'))
     assert rows(page, "events").count() == site.posted["events"]
     page.go_back()
-    page.locator('[data-metric="rejections-invalid_json"]').click()
+    follow(page, page.locator('[data-metric="rejections-invalid_json"]'))
     assert parse_qs(urlsplit(page.url).query)["reason"] == ["invalid_json"]
     assert rows(page, "rejections").count() == 1
 
@@ -103,7 +111,7 @@ def test_events_are_filtered_by_source_context(page, site):
     [row] = rows(page, "events").all()
     assert "5285890784273533002" in row.inner_text()
 
-    row.get_by_role("link").first.click()
+    follow(page, row.get_by_role("link").first)
     assert urlsplit(page.url).path == f"/admin/events/{site.event_ids['order-b']}"
 
 
@@ -115,7 +123,7 @@ def test_the_event_list_pages_with_next_links(page, site):
         following = page.locator('a[rel="next"]')
         if not following.count():
             break
-        following.click()
+        follow(page, following)
     assert len(seen) == len(set(seen)) == site.posted["events"]
 
 
@@ -134,7 +142,7 @@ def test_a_refused_body_is_shown_byte_for_byte(page, site):
     visit(page, "/admin/rejections")
     [row] = rows(page, "rejections").all()
     assert "invalid_json" in row.inner_text()
-    row.get_by_role("link").first.click()
+    follow(page, row.get_by_role("link").first)
     assert urlsplit(page.url).path == f"/admin/rejections/{site.rejection_id}"
     assert_labelled(page)
     assert page.locator("pre#body").inner_text() == site.refused.decode()
@@ -145,7 +153,7 @@ def test_replaying_a_failed_handler_shows_the_new_attempt(page, site, poll):
     visit(page, "/admin/handlers?state=failed")
     [failed] = rows(page, "handlers").all()
     assert "told to fail" in failed.inner_text()
-    failed.get_by_role("link", name=str(event_id)).click()
+    follow(page, failed.get_by_role("link", name=str(event_id)))
     assert urlsplit(page.url).path == f"/admin/events/{event_id}"
     assert_labelled(page)
     [attempt] = rows(page, "attempts").all()
@@ -154,8 +162,7 @@ def test_replaying_a_failed_handler_shows_the_new_attempt(page, site, poll):
 
     (site.hooks_dir / "fail").unlink()  # the handler is fixed
     page.get_by_label("Reason").fill("browser test: the hook is fixed")
-    with page.expect_navigation():
-        page.get_by_role("button", name="Replay").click()
+    follow(page, page.get_by_role("button", name="Replay"))
     assert urlsplit(page.url).path == f"/admin/events/{event_id}"
     queued = re.search(r"Queued for the worker \(replay (\d+)\)", page.inner_text("body"))
     assert queued, page.inner_text("body")[:1000]
@@ -179,12 +186,11 @@ def test_replaying_a_failed_handler_shows_the_new_attempt(page, site, poll):
 def test_replaying_the_events_a_filter_selects(page, site, poll):
     event_id = site.event_ids["order-b"]
     visit(page, "/admin/events?source_context=order-b")
-    page.get_by_role("link", name="Replay these…").click()
+    follow(page, page.get_by_role("link", name="Replay these…"))
     assert_labelled(page)
     assert page.locator("#count").inner_text() == "1 event match."
     page.get_by_label("Reason").fill("browser test: order-b again")
-    with page.expect_navigation():
-        page.get_by_role("button", name="Replay 1 event").click()
+    follow(page, page.get_by_role("button", name="Replay 1 event"))
     assert re.fullmatch(r"/admin/replays/\d+", urlsplit(page.url).path)
     assert "browser test: order-b again" in page.inner_text("body")
     # Settled before the next test counts attempts: the worker ran the handler a second time.
@@ -212,16 +218,13 @@ def test_every_section_opens_from_the_header_with_its_fields_labelled(page, site
     names = sections.all_inner_texts()
     assert names == ["Overview", "Events", "Rejections", "Uploads", "Handlers", "Replays"]
     for name in names:
-        with page.expect_navigation() as navigation:
-            sections.filter(has_text=name).click()
-        assert navigation.value.status == 200, name
+        follow(page, sections.filter(has_text=name))
         assert_labelled(page)
 
 
 def test_signing_out_forgets_the_sign_in(page, site):
     visit(page, "/admin/")
-    with page.expect_navigation():
-        page.get_by_role("button", name="Sign out").click()
+    follow(page, page.get_by_role("button", name="Sign out"))
     assert urlsplit(page.url).path == "/admin/sign-in"
     page.goto("/admin/")
     assert urlsplit(page.url).path == "/admin/sign-in"
