@@ -142,8 +142,8 @@ def site(database_url, tmp_path_factory):
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
     port = _free_port()
-    # This checkout first, then the hooks: the subprocesses run the code under test.
-    path = os.pathsep.join(filter(None, [str(ROOT), str(HERE), os.environ.get("PYTHONPATH")]))
+    # This checkout first: the subprocesses run the code under test.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "RECEIVER_DATABASE_URL": database_url,
            "RECEIVER_SPOOL_DIR": str(folder / "spool"), "RECEIVER_ADMIN_TOKENS": TOKEN,
            "RECEIVER_LOG_FORMAT": "text"}
@@ -171,7 +171,8 @@ def site(database_url, tmp_path_factory):
 
         # A long backoff: the failed upload stays failed until the test replays it.
         worker = _start(["work"], {**env, "HOOKS_DIR": str(hooks_dir),
-                                   "RECEIVER_HANDLERS": "NewFileUpload=browser_hooks:upload",
+                                   "PYTHONPATH": os.pathsep.join([path, str(HERE.parent)]),  # browser.hooks
+                                   "RECEIVER_HANDLERS": "NewFileUpload=browser.hooks:upload",
                                    "RECEIVER_HANDLER_BACKOFF": "3600", "RECEIVER_HANDLER_POLL_INTERVAL": "0.1"},
                         folder / "work.log")
         failing = site.event_ids["order-fails"]

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import func, select
 
-from browser_hooks import FAILING
+from .hooks import FAILING
 from receiver.models import HandlerAttempt, HandlerState, Replay
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

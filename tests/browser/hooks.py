@@ -1,4 +1,4 @@
-"""The handler `vod-receiver work` runs in the browser tests (RECEIVER_HANDLERS=browser_hooks:upload).
+"""The handler `vod-receiver work` runs in the browser tests (RECEIVER_HANDLERS=browser.hooks:upload).
 
 It fails on the upload whose SourceContext is FAILING while the file `fail` exists in HOOKS_DIR,
 so the test has a failed attempt to replay once it removes that file.
