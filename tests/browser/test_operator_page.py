@@ -71,6 +71,18 @@ def test_signing_in_leads_back_to_the_page_asked_for(browse, site, sign_in):
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/admin")
 
 
+def test_every_page_but_sign_in_asks_to_sign_in_first(browse, site):
+    page = browse()
+    event_id = site.event_ids["order-a"]
+    for path in ("/admin/", "/admin/events", f"/admin/events/{event_id}", "/admin/replay", "/admin/replays",
+                 "/admin/replays/1", "/admin/rejections", f"/admin/rejections/{site.rejection_id}",
+                 "/admin/uploads", "/admin/uploads/1", "/admin/handlers"):
+        response = page.request.get(path, max_redirects=0)
+        location = urlsplit(response.headers.get("location", ""))
+        assert (response.status, location.path) == (303, "/admin/sign-in"), path
+        assert parse_qs(location.query)["next"] == [path], path
+
+
 def test_the_overview_shows_what_was_posted(page, site):
     visit(page, "/admin/")
     for name, posted in site.posted.items():
