@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import func, select
 
 from .hooks import FAILING
-from receiver.models import HandlerAttempt, HandlerState, Replay
+from receiver.models import Event, HandlerAttempt, HandlerState, Replay
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 FIELDS = "input:not([type=hidden]):not([type=submit]):not([type=button]):not([type=reset]), select, textarea"
@@ -150,7 +150,7 @@ def test_an_event_page_shows_its_exact_body(page, site):
     assert deliveries.locator("xpath=.//dt[normalize-space()='Count']/following-sibling::dd[1]").inner_text() == "2"
 
 
-def test_a_refused_body_is_shown_byte_for_byte(page, site):
+def test_a_refused_body_is_shown_byte_for_byte_and_can_be_parsed_again(page, site):
     visit(page, "/admin/rejections")
     [row] = rows(page, "rejections").all()
     assert "invalid_json" in row.inner_text()
@@ -158,6 +158,16 @@ def test_a_refused_body_is_shown_byte_for_byte(page, site):
     assert urlsplit(page.url).path == f"/admin/rejections/{site.rejection_id}"
     assert_labelled(page)
     assert page.locator("pre#body").inner_text() == site.refused.decode()
+
+    # Today's parser refuses it too: the re-parse is recorded with its reason, and nothing is stored.
+    page.get_by_label("Reason").fill("browser test: parse it again")
+    follow(page, page.get_by_role("button", name="Re-parse"))
+    assert urlsplit(page.url).path == f"/admin/rejections/{site.rejection_id}"
+    reparsed = re.search(r"Re-parsed \(replay (\d+)\)", page.inner_text("body"))
+    assert reparsed, page.inner_text("body")[:1000]
+    visit(page, f"/admin/replays/{reparsed[1]}")
+    assert "browser test: parse it again" in page.inner_text("body")
+    assert len(site.scalars(select(Event.id))) == site.posted["events"]
 
 
 def test_replaying_a_failed_handler_shows_the_new_attempt(page, site, poll):
