@@ -15,7 +15,7 @@ the hours from then on are counted again.
 """
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import and_, case, delete, func, insert, literal, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, select, text, update
 
 from sqlalchemy.exc import IntegrityError
 
@@ -141,10 +141,12 @@ def uploads(session, now) -> dict:
     found = session.execute(select(Upload.id, event_id).where(waiting, event_id.is_not(None))).all()
     if found:
         session.rollback()
+        table = Upload.__table__
         with db.write_turn():
-            for upload_id, linked in found:
-                session.execute(update(Upload).where(Upload.id == upload_id, Upload.event_id.is_(None))
-                                .values(event_id=linked))
+            session.execute(update(table).where(table.c.id == bindparam("upload_id"),
+                                               table.c.event_id.is_(None))
+                            .values(event_id=bindparam("linked")),
+                            [{"upload_id": u, "linked": e} for u, e in found])
             session.commit()
     count, first = session.execute(select(func.count(), func.min(Upload.started_at))
                                    .where(waiting)).one()
