@@ -753,6 +753,8 @@ def summary(settings, bind, workers, stderr_is_terminal):
         ("allowlist", on(settings["RECEIVER_ALLOWED_CIDRS"], "network")),
         ("admin API", on(settings["RECEIVER_ADMIN_TOKENS"], "token").replace(
             "on (", "on at /admin/api/v1/ (")),
+        ("operator page", "on at /admin/ (sign in with an admin token)"
+         if settings["RECEIVER_ADMIN_TOKENS"] else "off"),
         ("workers", f"{workers}"),
         ("bind", bind if bind.startswith(("unix:", "fd://")) else f"http://{bind}"),
         ("log format", log_format),

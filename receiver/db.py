@@ -130,6 +130,16 @@ def writer(app=None) -> GroupWriter:
     return (app or current_app).extensions["receiver.db.writer"]
 
 
+def write_turn(app=None, deadline=None):
+    """Wait (until `deadline`, time.monotonic()) for SQLite's write turn, as the group writer
+    does, for a write outside it; a no-op context on other databases."""
+    app = app or current_app
+    lock = app.extensions["receiver.db.write_lock"]
+    if lock is None:
+        return nullcontext()
+    return lock.held(deadline if deadline is not None else time.monotonic() + lock.timeout)
+
+
 def session_factory(app=None):
     """The app's session factory, for CLI commands and workers outside a request."""
     return (app or current_app).extensions["receiver.db"]

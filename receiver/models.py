@@ -129,6 +129,9 @@ class Rejection(DeliveryColumns, Base):
 # The states an event's handling can be in (handler_states.state). BACKLOG: still to be settled.
 BACKLOG_STATES = ("pending", "failed", "running")
 HANDLER_STATES = ("processed", "failed", "dead", "pending", "running", "no_handler")
+# The states an operator looks into; ix_handler_states_trouble holds just those rows (a query
+# must repeat this term as it is for SQLite to use the index).
+TROUBLE = "state IN ('failed', 'dead')"
 
 
 class HandlerState(Base):
@@ -161,7 +164,13 @@ class HandlerState(Base):
         Index("ix_handler_states_backlog", "due_at", "event_id",
               postgresql_where=text("state IN ('pending', 'failed', 'running')"),
               sqlite_where=text("state IN ('pending', 'failed', 'running')")),
+        # The operator page's failed and dead lists and counts: a few rows among millions.
+        Index("ix_handler_states_trouble", "updated_at", "event_id",
+              postgresql_where=text(TROUBLE), sqlite_where=text(TROUBLE)),
     )
+
+
+FAILED_ATTEMPT = "outcome <> 'succeeded'"
 
 
 class HandlerAttempt(Base):
@@ -183,7 +192,12 @@ class HandlerAttempt(Base):
     worker: Mapped[Optional[str]] = mapped_column(String(200))
     reason: Mapped[Optional[str]] = mapped_column(String(64))  # why run outside the worker: replay…
 
-    __table_args__ = (Index(None, "event_id", "id"),)
+    __table_args__ = (
+        Index(None, "event_id", "id"),
+        # Failed attempts, newest first, for the operator page, without walking the successes.
+        Index("ix_handler_attempts_failed", "id", postgresql_where=text(FAILED_ATTEMPT),
+              sqlite_where=text(FAILED_ATTEMPT)),
+    )
 
 
 
@@ -291,3 +305,40 @@ class ReplayItem(Base):
 
     # Which replays touched this event (or rejection)?
     __table_args__ = (Index(None, "row_id"),)
+
+
+class DuplicateDelivery(Base):
+    """Deliveries of an event already stored, when they came: written by a database trigger on
+    events.delivery_count (migration 0010), so the callback path runs no statement of its own."""
+
+    __tablename__ = "duplicate_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigId)
+    # The event's last_seen_at after the delivery: its arrival, unless a drained spool file
+    # older than the last delivery (then the later time).
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    deliveries: Mapped[int] = mapped_column(Integer)
+
+
+class CallbackHour(Base):
+    """What arrived in one closed hour, by kind (events, duplicates, rejections) and key (the
+    event type or rejection reason): the overview's counts, kept so it never scans events."""
+
+    __tablename__ = "callback_hours"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupMark(Base):
+    """How far callback_hours is filled: every hour before `filled_until` is counted there."""
+
+    __tablename__ = "rollup_marks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    filled_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    # Raised by every change: a fill counted before it does not write over it (overview.py).
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from . import db, events
+from . import db, events, overview
 from .events import Refusal
 from .ingest import ingest
 from .models import Event, Rejection, utcnow
@@ -185,6 +185,8 @@ def _store(app, row, change):
         session.execute(update(Rejection)
                         .where(Rejection.id == row.id, Rejection.resolved_at.is_(None))
                         .values(resolved_at=utcnow(), resolved_event_id=change.event_id))
+        # The hour it was received in now counts an event, not a rejection.
+        overview.invalidate(session, row.received_at)
     return outcome
 
 

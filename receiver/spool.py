@@ -92,17 +92,21 @@ def drain(app, spool_dir=None):
     spool_dir = Path(spool_dir or app.config["RECEIVER_SPOOL_DIR"])
     if depth(spool_dir) == 0:
         return 0
-    drained = 0
+    drained, earliest = 0, None
     with _drain_lock(spool_dir) as locked:
         if not locked:
             return 0
         for path in sorted(p for p in spool_dir.glob(f"*{SUFFIX}") if _spooled(p.name)):
             try:
-                _drain_file(app, path)
+                received_at = _drain_file(app, path)
             except SQLAlchemyError as exc:
                 log.warning("spool drain stopped: database unavailable (%s)", getattr(exc, "orig", exc))
                 break
             drained += 1
+            if received_at is not None and (earliest is None or received_at < earliest):
+                earliest = received_at
+        if earliest is not None:
+            _recount_from(app, earliest)
     if drained:
         _fsync_dir(spool_dir)
         log.info("drained %d spooled deliveries", drained)
@@ -143,6 +147,20 @@ def _drain_file(app, path):
     # A crash between the commit and this unlink stores the delivery again on the next drain,
     # where it is counted as a duplicate: counted twice, never lost.
     path.unlink()
+    return delivery.received_at
+
+
+def _recount_from(app, earliest):
+    # The overview's hourly counts are kept for closed hours: those the drained deliveries were
+    # received in are counted again. Best effort: the deliveries are stored whatever happens here.
+    from . import db, overview
+
+    try:
+        with db.session_factory(app)() as session, db.write_turn(app):
+            overview.invalidate(session, earliest)
+            session.commit()
+    except SQLAlchemyError as exc:
+        log.warning("overview counts not updated after the drain (%s)", getattr(exc, "orig", exc))
 
 
 def _quarantine(app, path, raw, exc):

@@ -222,7 +222,8 @@ def test_serve_prints_a_summary_and_stops_without_a_traceback(database_url, tmp_
     assert summary["database"] == make_url(database_url).render_as_string(hide_password=True)
     for line in (f"callback path  POST /callbacks/vod/{REDACTED}", "URL token      on (1 token)",
                  "SignKey        off", "allowlist      off",
-                 "admin API      on at /admin/api/v1/ (1 token)", "workers        3",
+                 "admin API      on at /admin/api/v1/ (1 token)",
+                 "operator page  on at /admin/ (sign in with an admin token)", "workers        3",
                  f"bind           http://127.0.0.1:{port}", "log format     json"):
         assert line in output.splitlines()
     assert TOKEN not in output and ADMIN_TOKEN not in output
@@ -242,7 +243,7 @@ def test_the_summary_redacts_every_secret():
         "spool": "/var/spool/vod (automatic drains off)",
         "callback path": f"POST /callbacks/vod/{REDACTED}",
         "URL token": "on (2 tokens)", "SignKey": "on (1 key)", "allowlist": "on (1 network)",
-        "admin API": "off", "workers": "4", "bind": "http://0.0.0.0:8000",
+        "admin API": "off", "operator page": "off", "workers": "4", "bind": "http://0.0.0.0:8000",
         "log format": "auto (text: stderr is a terminal)",
     }
 
