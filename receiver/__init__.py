@@ -33,7 +33,7 @@ def create_app(config=None):
         # entry is whatever the client chose to send.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["RECEIVER_TRUSTED_PROXIES"])
 
-    from . import admin, callbacks, cli, db, errors, health, logs, metrics
+    from . import admin, callbacks, cli, db, errors, health, logs, metrics, web
 
     logs.init_app(app)
     callbacks.redact_logs(app)
@@ -43,5 +43,6 @@ def create_app(config=None):
     health.init_app(app)
     app.register_blueprint(callbacks.bp)
     admin.init_app(app)
+    web.init_app(app)
     cli.init_app(app)
     return app

@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 
-from .models import Event, HandlerState, Rejection, Upload
+from .models import (TROUBLE, Event, HandlerAttempt, HandlerState, Rejection, Replay, ReplayItem,
+                     Upload)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -278,6 +279,9 @@ def list_uploads(session, filters=None, limit=DEFAULT_LIMIT, cursor=None, now=No
     if filters.get("pending"):
         # Not failed and not heard of yet: still running, or committed and waiting for VOD.
         conditions += [Upload.state != "failed", event_id.is_(None)]
+    if "notified" in filters:  # upload_status() is notified, or (False) is not
+        notified = and_(Upload.state != "failed", event_id.is_not(None))
+        conditions.append(notified if filters["notified"] else ~notified)
     if "older_than" in filters:
         conditions.append(Upload.started_at < started_before(filters["older_than"], now))
     if cursor is not None:
@@ -317,3 +321,73 @@ def upload_status(upload, event_id):
     if event_id is not None and upload.state != "failed":
         return "notified"
     return upload.state
+
+
+def count_events(session, filters, state=None, cap=10_000) -> int:
+    """How many events match `filters` (and handler `state`), counting no further than cap + 1."""
+    terms = conditions(session, Event, filters)
+    if state is not None:
+        # The same selection as replay.Selection: events whose handler_states row is in `state`.
+        terms.append(Event.id.in_(select(HandlerState.event_id).where(HandlerState.state == state)))
+    # LIMIT inside: a broad filter over a million events stops at cap + 1 rows.
+    capped = select(Event.id).where(and_(True, *terms)).limit(cap + 1).subquery()
+    return session.scalar(select(func.count()).select_from(capped))
+
+
+# The handlers listing: an event's handler_states row with the event's type.
+HANDLER_SUMMARY = (HandlerState.event_id, HandlerState.state, HandlerState.attempts,
+                   HandlerState.last_error, HandlerState.updated_at, HandlerState.due_at,
+                   Event.event_type)
+
+
+def list_handler_states(session, state=None, limit=DEFAULT_LIMIT, cursor=None) -> Page:
+    """Events whose handlers are in `state` (failed or dead, both by default, latest change
+    first; pending: next due first), with their type and last error."""
+    if state == "pending":
+        # The backlog index (due_at, event_id) answers this in order.
+        order, key = (HandlerState.due_at, HandlerState.event_id), "due_at"
+        terms = [HandlerState.state == "pending"]
+        if cursor is not None:
+            due_at, event_id = decode_cursor(cursor)
+            terms += [HandlerState.due_at >= due_at,
+                      or_(HandlerState.due_at > due_at, HandlerState.event_id > event_id)]
+    else:
+        # The partial index's own WHERE, as text (ix_handler_states_trouble): SQLite uses a
+        # partial index only when the query repeats its condition, literals and all.
+        order = (HandlerState.updated_at.desc(), HandlerState.event_id.desc())
+        key = "updated_at"
+        terms = [text(TROUBLE)]
+        if state is not None:
+            terms.append(HandlerState.state == state)
+        if cursor is not None:
+            updated_at, event_id = decode_cursor(cursor)
+            terms += [HandlerState.updated_at <= updated_at,
+                      or_(HandlerState.updated_at < updated_at, HandlerState.event_id < event_id)]
+    rows = session.execute(
+        select(*HANDLER_SUMMARY).join(Event, Event.id == HandlerState.event_id)
+        .where(and_(True, *terms)).order_by(*order).limit(limit + 1)).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(getattr(rows[-1], key), rows[-1].event_id)
+    return Page(rows, next_cursor)
+
+
+def handler_attempts(session, event_id, limit=200) -> list:
+    """The first `limit` handler attempts on one event, in the order they ran."""
+    return list(session.scalars(select(HandlerAttempt).where(HandlerAttempt.event_id == event_id)
+                                .order_by(HandlerAttempt.id).limit(limit)))
+
+
+def list_replays(session, limit=DEFAULT_LIMIT, before_id=None) -> list:
+    """Replays, newest first (by id: they are numbered as they start), at most `limit`."""
+    query = select(Replay).order_by(Replay.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Replay.id < before_id)
+    return list(session.scalars(query))
+
+
+def replay_items(session, replay_id, limit=100) -> list:
+    """The first `limit` rows a replay acted on, with what became of each, by row id."""
+    return list(session.scalars(select(ReplayItem).where(ReplayItem.replay_id == replay_id)
+                                .order_by(ReplayItem.row_id).limit(limit)))
