@@ -202,6 +202,10 @@ class HandlerAttempt(Base):
 
 
 
+# Uploads not failed whose callback the overview has not seen yet (ix_uploads_waiting).
+WAITING = "event_id IS NULL AND state <> 'failed'"
+
+
 class Upload(Base):
     """One upload to VOD through ApplyUpload -> COS -> CommitUpload, recorded from its start.
 
@@ -260,10 +264,16 @@ class Upload(Base):
     failed_step: Mapped[Optional[str]] = mapped_column(String(16))
     error_code: Mapped[Optional[str]] = mapped_column(String(128))
     error_message: Mapped[Optional[str]] = mapped_column(Text)
+    # The callback's event, remembered by the overview once it has found it (overview.uploads):
+    # from then on only the uploads still waiting are looked up. queries.upload_event_id is the
+    # link itself, and holds whether or not this is filled.
+    event_id: Mapped[Optional[int]] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index(None, "started_at", "id"),
         Index(None, "state", "started_at"),
+        Index("ix_uploads_waiting", "started_at", postgresql_where=text(WAITING),
+              sqlite_where=text(WAITING)),
     )
 
 

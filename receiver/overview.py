@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from . import db, queries, spool
 from .handlers import worker
 from .models import (TROUBLE, CallbackHour, DuplicateDelivery, Event, HandlerState, Rejection,
-                     RollupMark, Upload, UTCDateTime, utcnow)
+                     RollupMark, Upload, UTCDateTime, WAITING, utcnow)
 
 SETTLE = timedelta(minutes=2)
 HOURS, DAYS = 24, 30
@@ -135,12 +135,23 @@ def uploads(session, now) -> dict:
     """Uploads of the last DAYS days: how many wait for VOD's callback (the oldest's age in s),
     and how many failed."""
     since = Upload.started_at >= now - timedelta(days=DAYS)
-    waiting, first = session.execute(
-        select(func.count(), func.min(Upload.started_at))
-        .where(since, Upload.state != "failed", queries.upload_event_id().is_(None))).one()
+    waiting = and_(text(WAITING), since)  # as written, for SQLite to use ix_uploads_waiting
+    # Only the uploads not yet seen notified are looked up, and those found are remembered: a
+    # look costs what is still waiting, not every upload of the month.
+    event_id = queries.upload_event_id()
+    found = session.execute(select(Upload.id, event_id).where(waiting, event_id.is_not(None))).all()
+    if found:
+        session.rollback()
+        with db.write_turn():
+            for upload_id, linked in found:
+                session.execute(update(Upload).where(Upload.id == upload_id, Upload.event_id.is_(None))
+                                .values(event_id=linked))
+            session.commit()
+    count, first = session.execute(select(func.count(), func.min(Upload.started_at))
+                                   .where(waiting)).one()
     failed = session.scalar(select(func.count()).select_from(Upload)
                             .where(since, Upload.state == "failed"))
-    return {"waiting": waiting, "failed": failed,
+    return {"waiting": count, "failed": failed,
             "oldest_waiting_seconds": (now - first).total_seconds() if first else None}
 
 

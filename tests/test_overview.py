@@ -8,7 +8,8 @@ from sqlalchemy import insert, select, update
 from factories import T0, deliver, new_file_upload, upload_record
 from receiver import db, overview, queries, reparse, spool, store
 from receiver.events import Refusal
-from receiver.models import CallbackHour, DuplicateDelivery, Event, HandlerState, Rejection, utcnow
+from receiver.models import (CallbackHour, DuplicateDelivery, Event, HandlerState, Rejection, Upload,
+                             utcnow)
 
 NOW = T0 + timedelta(hours=30, minutes=20)  # T0 is 2026-11-01 12:00 UTC
 
@@ -167,3 +168,19 @@ def test_rejection_counts_ignore_those_already_resolved_before_counting(app, ses
     session.execute(update(Rejection).values(resolved_at=T0))
     session.commit()
     assert _summary(app)["ledger"]["rejections"] == 0
+
+
+def test_an_upload_found_notified_is_remembered_and_one_notified_later_stops_waiting(app, session):
+    now = utcnow()
+    deliver(app, new_file_upload("f1"), now - timedelta(minutes=50))
+    upload_record(app, 1, file_id="f1", started_at=now - timedelta(hours=1))
+    upload_record(app, 2, file_id="f2", started_at=now - timedelta(minutes=30))
+    with app.app_context():
+        assert overview.uploads(session, now)["waiting"] == 1
+    linked = dict(session.execute(select(Upload.file_id, Upload.event_id)).all())
+    assert linked["f1"] is not None and linked["f2"] is None
+    deliver(app, new_file_upload("f2"), now - timedelta(minutes=1))  # VOD's callback, late
+    with app.app_context():
+        assert overview.uploads(session, now) == {"waiting": 0, "failed": 0,
+                                                  "oldest_waiting_seconds": None}
+    assert None not in dict(session.execute(select(Upload.file_id, Upload.event_id)).all()).values()

@@ -1,4 +1,4 @@
-"""overview: hourly callback counts, duplicate deliveries (by trigger) and the trouble indexes
+"""overview: hourly callback counts, duplicate deliveries (by trigger), uploads' events, trouble indexes
 
 Revision ID: 0010
 Revises: 0009
@@ -16,6 +16,7 @@ depends_on = None
 _id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _TROUBLE = "state IN ('failed', 'dead')"
 _FAILED = "outcome <> 'succeeded'"
+_WAITING = "event_id IS NULL AND state <> 'failed'"
 _INSERT = ("INSERT INTO duplicate_deliveries (event_id, received_at, deliveries) "
            "VALUES (NEW.id, NEW.last_seen_at, NEW.delivery_count - OLD.delivery_count)")
 
@@ -50,6 +51,10 @@ def upgrade():
                "VALUES ('callback_hours', NULL, 0)")
     op.create_index('ix_handler_states_trouble', 'handler_states', ['updated_at', 'event_id'],
                     postgresql_where=sa.text(_TROUBLE), sqlite_where=sa.text(_TROUBLE))
+    with op.batch_alter_table('uploads') as batch:
+        batch.add_column(sa.Column('event_id', sa.BigInteger(), nullable=True))
+    op.create_index('ix_uploads_waiting', 'uploads', ['started_at'],
+                    postgresql_where=sa.text(_WAITING), sqlite_where=sa.text(_WAITING))
     op.create_index('ix_handler_attempts_failed', 'handler_attempts', ['id'],
                     postgresql_where=sa.text(_FAILED), sqlite_where=sa.text(_FAILED))
     # Duplicates stored before this revision: the extra deliveries of each event, at its last
@@ -79,6 +84,9 @@ def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION vod_receiver_count_duplicate()")
     op.drop_index('ix_handler_attempts_failed', table_name='handler_attempts')
+    op.drop_index('ix_uploads_waiting', table_name='uploads')
+    with op.batch_alter_table('uploads') as batch:
+        batch.drop_column('event_id')
     op.drop_index('ix_handler_states_trouble', table_name='handler_states')
     op.drop_table('rollup_marks')
     op.drop_table('callback_hours')

@@ -73,7 +73,8 @@ def _signed_in():
             raise BadRequest("Missing or wrong CSRF token. Reload the page and try again.")
         return None
     if g.web_sid is None:
-        here = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+        query = request.query_string.decode("utf-8", "replace")  # raw bytes a client may send
+        here = request.path + (f"?{query}" if query else "")
         return redirect(url_for("web.sign_in", next=here), 303)
     return None
 

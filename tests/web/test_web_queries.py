@@ -91,6 +91,34 @@ def test_the_trouble_listing_reads_its_partial_index_on_sqlite(app, failing):
             assert "ix_handler_states_trouble" in " ".join(str(row) for row in plan), statement
 
 
+def _plans(app, run):
+    """The SQLite plan of each statement `run(session)` executes."""
+    engine = db.engine(app)
+    statements = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with db.session_factory(app)() as session:
+            run(session)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with engine.connect() as connection:
+        return [" ".join(str(row) for row in connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {statement}", parameters)) for statement, parameters in statements]
+
+
+@pytest.mark.parametrize("filters", [{}, {"pending": True}, {"notified": True}])
+def test_an_upload_finds_its_event_by_its_key_not_by_walking_every_upload_event(app, filters):
+    if db.engine(app).dialect.name != "sqlite":
+        pytest.skip("the plan is checked on SQLite; PostgreSQL's depends on its statistics")
+    [plan] = _plans(app, lambda session: queries.list_uploads(session, filters))
+    assert "ix_events_event_type_received_at_id" not in plan
+    assert "ix_events_file_id" in plan and "ix_events_source_context" in plan
+
+
 def test_uploads_notified_or_not(app):
     waiting = upload_record(app, 1).id
     notified = upload_record(app, 2).id

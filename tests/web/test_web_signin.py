@@ -42,6 +42,14 @@ def test_every_page_redirects_to_sign_in_when_not_signed_in(anonymous, path):
     assert parse_qs(location.query) == {"next": [f"{path}?since=1h"]}
 
 
+def test_a_query_string_that_is_not_utf8_still_redirects_to_sign_in(anonymous):
+    # WSGI hands the raw bytes over as latin-1 text.
+    response = anonymous.get("/admin/events", environ_overrides={"QUERY_STRING": "file_id=\xff"})
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["Location"]).query) == {
+        "next": ["/admin/events?file_id=\ufffd"]}
+
+
 def test_sign_in_form_is_labelled_and_sets_no_cookie(anonymous):
     response = anonymous.get("/admin/sign-in")
     page = response.get_data(as_text=True)
