@@ -523,8 +523,9 @@ def _diagnose(app, client, result):
     _, statement, parameters, stopped = timed[0]
     if engine.dialect.name == "sqlite":
         explain = "EXPLAIN QUERY PLAN "
-    else:  # ANALYZE runs it: not a statement that had to be stopped
-        explain = "EXPLAIN " if stopped else "EXPLAIN (ANALYZE, COSTS OFF) "
+    else:  # ANALYZE runs it: not a statement that had to be stopped. With the costs, which
+        # decide JIT compiling, and the JIT summary (PostgreSQL prints it only with them).
+        explain = "EXPLAIN " if stopped else "EXPLAIN (ANALYZE) "
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(explain + statement, parameters).all()
     lines.append("  plan:")
