@@ -60,3 +60,10 @@ $(VENV)-peer/bin/python:
 .PHONY: bench-pull
 bench-pull: install
 	$(BIN)/python -m bench.pull $(BENCH_ARGS)
+
+# Operator page server time over 1,000,000 events (goal p95 < 100 ms); PostgreSQL too when
+# RECEIVER_BENCH_POSTGRES_URL is set (vodr_bench_web created and dropped), or only the database
+# of BENCH_ARGS="--database-url postgresql+psycopg://postgres@127.0.0.1:5432/vodr_bench_web".
+.PHONY: bench-web
+bench-web: install
+	$(BIN)/python -m bench.web $(BENCH_ARGS)

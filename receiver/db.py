@@ -42,8 +42,20 @@ def make_engine(url, timeout_ms=2000):
     connect_args = {}
     if url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = max(1, round(timeout_ms / 1000))
-    return create_engine(url, connect_args=connect_args, pool_size=5, max_overflow=5,
-                         hide_parameters=True)
+    engine = create_engine(url, connect_args=connect_args, pool_size=5, max_overflow=5,
+                           hide_parameters=True)
+    if url.get_backend_name() == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _no_jit(dbapi_connection, _record):
+            # Every statement here is a short indexed one, and JIT compiling one the planner
+            # overestimates cost 30-450 ms (the overview's upload look-up, bench/web.py). Set
+            # per connection, not as a startup option, which PgBouncer refuses by default.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET jit = off")
+            dbapi_connection.commit()
+
+    return engine
 
 
 def init_app(app):

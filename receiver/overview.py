@@ -15,7 +15,7 @@ the hours from then on are counted again.
 """
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import and_, case, delete, func, insert, literal, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, select, text, update
 
 from sqlalchemy.exc import IntegrityError
 
@@ -43,6 +43,7 @@ def summary(session, spool_dir, now=None) -> dict:
         select(CallbackHour.hour, CallbackHour.kind, func.sum(CallbackHour.count))
         .where(CallbackHour.hour >= first_day).group_by(CallbackHour.hour, CallbackHour.kind))
     for hour, kind, count in [*recent, *_live(session, until, totals)]:
+        count = int(count)  # PostgreSQL's sum() of a bigint is a numeric
         if hour in hours:
             hours[hour][kind] += count
         if hour.date() in days:
@@ -50,7 +51,7 @@ def summary(session, spool_dir, now=None) -> dict:
     for kind, key, count in session.execute(
             select(CallbackHour.kind, CallbackHour.key, func.sum(CallbackHour.count))
             .group_by(CallbackHour.kind, CallbackHour.key)):
-        totals[kind, key] = totals.get((kind, key), 0) + count
+        totals[kind, key] = totals.get((kind, key), 0) + int(count)
     ledger = {kind: sum(c for (k, _key), c in totals.items() if k == kind) for kind in KINDS}
     ledger["deliveries"] = sum(ledger.values())
     ledger["resolved"] = session.scalar(
@@ -132,25 +133,24 @@ def handlers(session, now) -> dict:
 
 
 def uploads(session, now) -> dict:
-    """Uploads of the last DAYS days: how many wait for VOD's callback (the oldest's age in s),
-    and how many failed."""
-    since = Upload.started_at >= now - timedelta(days=DAYS)
-    waiting = and_(text(WAITING), since)  # as written, for SQLite to use ix_uploads_waiting
+    """How many uploads wait for VOD's callback (the oldest's age in s), and how many failed."""
+    waiting = text(WAITING)  # as written, for SQLite to use ix_uploads_waiting
     # Only the uploads not yet seen notified are looked up, and those found are remembered: a
-    # look costs what is still waiting, not every upload of the month.
+    # look costs what is still waiting, not every upload there ever was.
     event_id = queries.upload_event_id()
     found = session.execute(select(Upload.id, event_id).where(waiting, event_id.is_not(None))).all()
     if found:
         session.rollback()
+        table = Upload.__table__
         with db.write_turn():
-            for upload_id, linked in found:
-                session.execute(update(Upload).where(Upload.id == upload_id, Upload.event_id.is_(None))
-                                .values(event_id=linked))
+            session.execute(update(table).where(table.c.id == bindparam("upload_id"),
+                                               table.c.event_id.is_(None))
+                            .values(event_id=bindparam("linked")),
+                            [{"upload_id": u, "linked": e} for u, e in found])
             session.commit()
     count, first = session.execute(select(func.count(), func.min(Upload.started_at))
                                    .where(waiting)).one()
-    failed = session.scalar(select(func.count()).select_from(Upload)
-                            .where(since, Upload.state == "failed"))
+    failed = session.scalar(select(func.count()).select_from(Upload).where(Upload.state == "failed"))
     return {"waiting": count, "failed": failed,
             "oldest_waiting_seconds": (now - first).total_seconds() if first else None}
 

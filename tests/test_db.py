@@ -31,3 +31,14 @@ def test_a_writer_kept_waiting_past_the_timeout_spools_the_callback(database_url
 
     assert response.status_code == 200  # answered as always, within the timeout
     assert len(list((tmp_path / "spool").glob("*.json"))) == 1
+
+
+def test_postgresql_connections_do_not_jit_compile(database_url):
+    if make_url(database_url).get_backend_name() != "postgresql":
+        pytest.skip("JIT is PostgreSQL's")
+    engine = db.make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW jit").scalar() == "off"
+    finally:
+        engine.dispose()

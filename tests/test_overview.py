@@ -145,13 +145,13 @@ def test_handlers_and_uploads_at_a_glance(app, session):
     upload_record(app, 1, file_id="f1", started_at=now - timedelta(hours=1))  # notified
     upload_record(app, 2, file_id="f-none", started_at=now - timedelta(hours=2))  # waiting
     upload_record(app, 3, state="failed", started_at=now - timedelta(hours=3))
-    upload_record(app, 4, file_id="f-old", started_at=now - timedelta(days=40))  # too old to show
+    upload_record(app, 4, file_id="f-old", started_at=now - timedelta(days=40))  # waiting still
     with app.app_context():
         data = overview.summary(session, app.config["RECEIVER_SPOOL_DIR"], now=now)
     assert data["handlers"]["dead"] == 1 and data["handlers"]["failed"] == 1
     assert data["handlers"]["pending"] == 1 and data["handlers"]["oldest_pending_seconds"] > 0
-    assert data["uploads"]["waiting"] == 1 and data["uploads"]["failed"] == 1
-    assert 7100 < data["uploads"]["oldest_waiting_seconds"] < 7300
+    assert data["uploads"]["waiting"] == 2 and data["uploads"]["failed"] == 1
+    assert 40 * 86400 - 100 < data["uploads"]["oldest_waiting_seconds"] < 40 * 86400 + 100
     assert data["spool"] == {"depth": 0, "oldest_age_seconds": None, "quarantined": 0}
 
 

@@ -40,6 +40,8 @@ def upgrade():
         sa.Column('count', sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint('hour', 'kind', 'key', name=op.f('pk_callback_hours')),
     )
+    op.create_index(op.f('ix_callback_hours_kind_key_count'), 'callback_hours',
+                    ['kind', 'key', 'count'])
     op.create_table(
         'rollup_marks',
         sa.Column('name', sa.String(length=32), nullable=False),
@@ -89,6 +91,7 @@ def downgrade():
         batch.drop_column('event_id')
     op.drop_index('ix_handler_states_trouble', table_name='handler_states')
     op.drop_table('rollup_marks')
+    op.drop_index(op.f('ix_callback_hours_kind_key_count'), table_name='callback_hours')
     op.drop_table('callback_hours')
     op.drop_index(op.f('ix_duplicate_deliveries_received_at'), table_name='duplicate_deliveries')
     op.drop_table('duplicate_deliveries')
