@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
 from receiver import samples
-from receiver.models import Base, Event, HandlerAttempt, HandlerState, Rejection
+from receiver.models import Base, Event, HandlerAttempt, HandlerState, Rejection, Upload, utcnow
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -39,6 +39,9 @@ UPLOADS = {"order-a": "5285890784273533001", "order-b": "5285890784273533002",
            "order-fails": "5285890784273533003"}
 OTHER_SAMPLES = ("v2-newfileupload.json", "v3-push-filedeleted.json")
 REFUSED = b'{"EventType": "NewFileUpload", "FileUploadEvent": '
+# Our own uploads (as `vod-receiver upload` records them): order-a's callback is posted, the other's
+# never comes.
+RECORDED_UPLOADS = {"order-a": UPLOADS["order-a"], "order-waiting": "5285890784273533999"}
 
 
 def _unavailable(reason):
@@ -152,6 +155,13 @@ def site(database_url, tmp_path_factory):
                     folder / "serve.log", wait_for=f"{site.url}/livez")
     worker = None
     try:
+        with engine.begin() as conn:
+            now = utcnow()
+            conn.execute(Upload.__table__.insert(), [
+                {"state": "committed", "started_at": now, "updated_at": now, "committed_at": now,
+                 "file_path": f"/videos/{context}.mp4", "file_name": f"{context}.mp4",
+                 "file_size": 3000000, "source_context": context, "source_context_generated": False,
+                 "file_id": file_id, "resumes": 0} for context, file_id in RECORDED_UPLOADS.items()])
         callbacks = f"{site.url}/callbacks/vod"
         for context, file_id in UPLOADS.items():
             site.bodies[context] = upload_body(file_id, context)

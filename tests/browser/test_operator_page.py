@@ -11,9 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import func, select
 
+from .conftest import UPLOADS
 from .hooks import FAILING
 from receiver.models import Event, HandlerAttempt, HandlerState, Replay
 
+UPLOADS_FILE_ID_A = UPLOADS["order-a"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 FIELDS = "input:not([type=hidden]):not([type=submit]):not([type=button]):not([type=reset]), select, textarea"
 
@@ -110,6 +112,23 @@ def test_the_overview_shows_what_was_posted(page, site):
     follow(page, page.locator('[data-metric="rejections-invalid_json"]'))
     assert parse_qs(urlsplit(page.url).query)["reason"] == ["invalid_json"]
     assert rows(page, "rejections").count() == 1
+
+
+def test_an_upload_still_waiting_for_its_callback_is_found_from_the_overview(page, site):
+    visit(page, "/admin/")
+    assert metric(page, "uploads-waiting") == 1
+    follow(page, page.locator('[data-metric="uploads-waiting"]'))
+    assert_labelled(page)
+    [waiting] = rows(page, "uploads").all_inner_texts()
+    assert "order-waiting" in waiting and "committed" in waiting
+    follow(page, rows(page, "uploads").first.locator("a").first)
+    assert page.locator("section", has=page.locator("#event")).inner_text().endswith("none yet")
+    # The notified one links to the callback's event.
+    visit(page, "/admin/uploads?status=notified")
+    assert "order-a" in rows(page, "uploads").inner_text()
+    follow(page, rows(page, "uploads").first.locator("a").first)
+    follow(page, page.get_by_role("link", name=f"Event {site.event_ids['order-a']}"))
+    assert page.locator("#body").inner_text().count(UPLOADS_FILE_ID_A) == 2  # FileId and Vid
 
 
 def test_events_are_filtered_by_source_context(page, site):
