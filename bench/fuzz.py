@@ -613,7 +613,7 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=5000, help="how many requests to send (5000)")
     parser.add_argument("--database-url", help="a scratch database (default: a temporary SQLite file)")
     parser.add_argument("--seed", type=int, help="random seed, to repeat a run (default: random)")
-    parser.add_argument("--samples", help="folder of sample callbacks (default: ../shared/samples)")
+    parser.add_argument("--samples", help="folder of sample callbacks (default: the samples shipped in receiver/samples)")
     parser.add_argument("--max-body-bytes", type=int, default=1024 * 1024,
                         help="RECEIVER_MAX_BODY_BYTES for the run (1048576)")
     args = parser.parse_args(argv)
