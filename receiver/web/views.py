@@ -405,13 +405,11 @@ def list_handlers():
     try:
         if state is not None and state not in HANDLER_LIST_STATES:
             raise _FilterError(f"state: choose one of {', '.join(HANDLER_LIST_STATES)}.")
-        cursor = args.get("cursor")
-        if cursor is not None:
-            try:
-                queries.decode_cursor(cursor)
-            except queries.InvalidCursor as exc:
-                raise _FilterError(f"cursor: {exc}") from None
-        page = queries.list_handler_states(get_session(), state, queries.DEFAULT_LIMIT, cursor)
+        try:
+            page = queries.list_handler_states(get_session(), state, queries.DEFAULT_LIMIT,
+                                               args.get("cursor"))
+        except queries.InvalidCursor as exc:
+            raise _FilterError(f"cursor: {exc}") from None
     except _FilterError as exc:
         return render_template("handlers.html", args=args, error=str(exc), page=None), 400
     shown = {k: v for k, v in args.items() if k != "cursor"}
